@@ -1,1 +1,3 @@
+//! `mongoshift-testd`: the testkit server as a process (built by the testkit issues).
+
 fn main() {}

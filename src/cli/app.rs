@@ -1,0 +1,24 @@
+//! Entry point: parse, set up output and logging, run one command, map its outcome to an exit
+//! code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use super::args::{Cli, Command};
+use super::commands;
+use super::logging;
+use super::output::Output;
+
+/// Runs the command line and returns the process exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Output::new(cli.no_color);
+    logging::init(cli.log_format, cli.verbose, cli.quiet, out.color());
+    let code = match &cli.command {
+        Command::Init(args) => commands::init::run(&cli, args, &out),
+        Command::Validate(args) => commands::validate::run(&cli, args, &out),
+        Command::Schema => commands::schema::run(&out),
+    };
+    ExitCode::from(code)
+}

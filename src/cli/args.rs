@@ -1,0 +1,88 @@
+//! Command-line arguments (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Declarative live migration of MongoDB clusters.
+///
+/// Describe the migration in migration.toml, check it with `validate`, review it with `plan`,
+/// run it with `apply`.
+#[derive(Debug, Parser)]
+#[command(name = "mongoshift", version, propagate_version = true)]
+pub struct Cli {
+    /// The migration file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        default_value = "migration.toml",
+        value_name = "PATH"
+    )]
+    pub config: PathBuf,
+
+    /// More log output (-v debug, -vv trace). `MONGOSHIFT_LOG` (a tracing filter) overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less log output (-q errors only, -qq none).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// No colours (also when the `NO_COLOR` environment variable is set).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented migration.toml to start from.
+    Init(InitArgs),
+    /// Check migration.toml offline (syntax, keys, values, secrets); no cluster is contacted.
+    Validate(ValidateArgs),
+    /// Print the JSON Schema of migration.toml (for editors and CI).
+    Schema,
+}
+
+/// `init` arguments.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The source cluster's connection string (a password in it is replaced by an
+    /// environment-variable substitution, never written).
+    #[arg(long, value_name = "URI")]
+    pub source: Option<String>,
+
+    /// The destination cluster's connection string (passwords as for --source).
+    #[arg(long, value_name = "URI")]
+    pub destination: Option<String>,
+
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `validate` arguments.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
