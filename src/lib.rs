@@ -4,14 +4,20 @@
 //! maps outcomes to exit codes. Modules follow the data flow:
 //!
 //! - [`config`]: `migration.toml` → a checked [`config::Config`], with positioned diagnostics.
+//! - [`cluster`]: connecting to clusters and reading snapshots of them.
+//! - [`plan`]: preflight checks, the planner (pure), plan views and plan files.
 //! - [`namespace`]: namespaces, include/exclude globs and renames, shared by every stage.
 //! - [`redact`]: keeps credentials out of every output.
+//! - [`atomic_file`]: crash-safe file replacement (plan files, the lockfile).
 //! - [`exit`]: the documented process exit codes.
 //!
 //! The library never prints: it returns values and reports that the caller renders.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod atomic_file;
+pub mod cluster;
 pub mod config;
 pub mod exit;
 pub mod namespace;
+pub mod plan;
 pub mod redact;

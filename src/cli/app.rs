@@ -18,7 +18,16 @@ pub fn run() -> ExitCode {
     let code = match &cli.command {
         Command::Init(args) => commands::init::run(&cli, args, &out),
         Command::Validate(args) => commands::validate::run(&cli, args, &out),
+        Command::Plan(args) => commands::plan::run(&cli, args, &out),
         Command::Schema => commands::schema::run(&out),
     };
     ExitCode::from(code)
+}
+
+/// The runtime for commands that talk to clusters.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mongoshift")
+        .build()
 }

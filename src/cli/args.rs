@@ -58,6 +58,8 @@ pub enum Command {
     Init(InitArgs),
     /// Check migration.toml offline (syntax, keys, values, secrets); no cluster is contacted.
     Validate(ValidateArgs),
+    /// Connect to both clusters, run the preflight checks and show what apply will do.
+    Plan(crate::cli::commands::plan::PlanArgs),
     /// Print the JSON Schema of migration.toml (for editors and CI).
     Schema,
 }

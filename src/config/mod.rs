@@ -27,7 +27,7 @@ pub use resolved::{Config, Cutover, Options, ShardCollection};
 pub use schema::{SCHEMA_PATH, schema_json};
 pub use template::{PLACEHOLDER_DESTINATION, PLACEHOLDER_SOURCE, Template, template};
 pub use units::{ByteSize, HumanDuration};
-pub use validate::{DEFAULT_NAME, driver_message};
+pub use validate::DEFAULT_NAME;
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@ use super::model::{
     ApprovalPolicy, CopySpec, EndpointSpec, FORMAT_VERSION, NotifyCommand, ShardKeyKind,
 };
 use super::resolved::{Config, Cutover, Options, ShardCollection};
+use crate::cluster::driver_message;
 use crate::namespace::{
     Namespace, NamespaceFilter, NamespaceMapping, NamespacePattern, RenameRule,
 };
@@ -591,13 +592,5 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
         p.to_path_buf()
     } else {
         base.join(p)
-    }
-}
-
-/// The useful part of a driver error (its `Display` adds labels and sources meant for logs).
-pub fn driver_message(e: &mongodb::error::Error) -> String {
-    match e.kind.as_ref() {
-        mongodb::error::ErrorKind::InvalidArgument { message, .. } => message.clone(),
-        _ => e.to_string(),
     }
 }

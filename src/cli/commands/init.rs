@@ -3,7 +3,8 @@
 use std::io::Write;
 
 use mongodb::options::ConnectionString;
-use mongoshift::config::{self, template};
+use mongoshift::cluster;
+use mongoshift::config::template;
 use mongoshift::exit;
 use mongoshift::redact::Redactor;
 
@@ -19,7 +20,7 @@ pub fn run(cli: &Cli, args: &InitArgs, out: &Output) -> u8 {
         if let Some(uri) = uri
             && let Err(e) = ConnectionString::parse(uri)
         {
-            let message = Redactor::for_uris([uri.as_str()]).redact(&config::driver_message(&e));
+            let message = Redactor::for_uris([uri.as_str()]).redact(&cluster::driver_message(&e));
             out.error(&format!(
                 "{flag} is not a valid connection string: {message}"
             ));

@@ -1,0 +1,131 @@
+//! Connecting to a cluster from a checked [`Endpoint`], and running commands on it with errors
+//! mapped and redacted.
+
+use std::time::Duration;
+
+use bson::Document;
+use mongodb::Client;
+use mongodb::options::{ClientOptions, Tls, TlsOptions};
+
+use super::error::{ClusterError, Side};
+use crate::config::Endpoint;
+use crate::redact::Redactor;
+
+/// How long to wait for a reachable server before giving up. Shorter than the driver's 30 s
+/// default so that `plan` against a wrong address fails quickly; a URI's own
+/// `serverSelectionTimeoutMS` wins.
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A connected cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    side: Side,
+    client: Client,
+    redactor: Redactor,
+    display: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("side", &self.side)
+            .field("uri", &self.display)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Builds a client for the endpoint. The driver connects lazily; the first command reports
+    /// an unreachable cluster or refused credentials as [`ClusterError::Connect`].
+    pub async fn connect(side: Side, endpoint: &Endpoint) -> Result<Self, ClusterError> {
+        let uri = endpoint.uri.expose_secret();
+        let redactor = Redactor::for_uris([uri]);
+        let connect_error = |e: &mongodb::error::Error| ClusterError::Connect {
+            side,
+            message: redactor.redact(&super::error::driver_message(e)),
+            code: None,
+        };
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| connect_error(&e))?;
+        options
+            .app_name
+            .get_or_insert_with(|| "mongoshift".to_owned());
+        options
+            .server_selection_timeout
+            .get_or_insert(SERVER_SELECTION_TIMEOUT);
+        let tls = &endpoint.tls;
+        if tls.ca_file.is_some()
+            || tls.certificate_key_file.is_some()
+            || tls.allow_invalid_certificates
+        {
+            // Settings in the file add to those in the URI; verification stays on unless the
+            // file says otherwise.
+            let mut tls_options = match options.tls.take() {
+                Some(Tls::Enabled(existing)) => existing,
+                _ => TlsOptions::default(),
+            };
+            if let Some(ca) = &tls.ca_file {
+                tls_options.ca_file_path = Some(ca.clone());
+            }
+            if let Some(cert) = &tls.certificate_key_file {
+                tls_options.cert_key_file_path = Some(cert.clone());
+            }
+            if tls.allow_invalid_certificates {
+                tls_options.allow_invalid_certificates = Some(true);
+            }
+            options.tls = Some(Tls::Enabled(tls_options));
+        }
+        let client = Client::with_options(options).map_err(|e| connect_error(&e))?;
+        Ok(Self {
+            side,
+            client,
+            redactor,
+            display: endpoint.uri.redacted(),
+        })
+    }
+
+    /// Which side this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The driver client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The redacted connection string, for messages.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The redactor for messages about this cluster.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Maps a driver error for this cluster.
+    pub fn error(&self, command: &str, err: &mongodb::error::Error) -> ClusterError {
+        ClusterError::from_driver(self.side, command, err, &self.redactor)
+    }
+
+    /// An invalid-reply error for this cluster.
+    pub fn invalid_reply(&self, command: &str, detail: impl Into<String>) -> ClusterError {
+        ClusterError::InvalidReply {
+            side: self.side,
+            command: command.to_owned(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Runs a command on a database.
+    pub async fn command(&self, db: &str, command: Document) -> Result<Document, ClusterError> {
+        let name = command.keys().next().cloned().unwrap_or_default();
+        self.client
+            .database(db)
+            .run_command(command)
+            .await
+            .map_err(|e| self.error(&name, &e))
+    }
+}

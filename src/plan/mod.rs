@@ -1,0 +1,23 @@
+//! `mongoshift plan`: what will happen to the destination, and whether it can.
+//!
+//! Flow: [`refresh`] connects to both clusters and inspects them → [`planner::make_plan`]
+//! (pure: mapping, [`checks`], ordered actions, catalog before/after) → [`render`] (human view
+//! with a unified diff, or JSON) and [`file`] (saved plans with fingerprints).
+
+pub mod checks;
+pub mod file;
+pub mod mapping;
+pub mod model;
+pub mod planner;
+pub mod refresh;
+pub mod render;
+
+pub use file::{Fingerprints, PlanFile, PlanFileError, Staleness, fingerprints};
+pub use model::{
+    Action, Change, Check, CheckStatus, IndexPhase, PLAN_FORMAT_VERSION, Plan, Summary,
+};
+pub use planner::{PlanInput, make_plan};
+pub use refresh::{Refreshed, refresh};
+
+#[cfg(test)]
+mod tests;
