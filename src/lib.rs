@@ -7,6 +7,8 @@
 //! - [`cluster`]: connecting to clusters and reading snapshots of them.
 //! - [`plan`]: preflight checks, the planner (pure), plan views and plan files.
 //! - [`namespace`]: namespaces, include/exclude globs and renames, shared by every stage.
+//! - [`sync`]: the copy, the change stream and its spool, destination writes.
+//! - [`state`]: the lockfile `migration.lock` and the lock that guards it.
 //! - [`redact`]: keeps credentials out of every output.
 //! - [`atomic_file`]: crash-safe file replacement (plan files, the lockfile).
 //! - [`exit`]: the documented process exit codes.
@@ -21,3 +23,5 @@ pub mod exit;
 pub mod namespace;
 pub mod plan;
 pub mod redact;
+pub mod state;
+pub mod sync;

@@ -19,6 +19,9 @@ pub fn run() -> ExitCode {
         Command::Init(args) => commands::init::run(&cli, args, &out),
         Command::Validate(args) => commands::validate::run(&cli, args, &out),
         Command::Plan(args) => commands::plan::run(&cli, args, &out),
+        Command::Apply(args) => commands::apply::run(&cli, args, &out),
+        Command::Status(args) => commands::status::run(&cli, args, &out),
+        Command::Unlock(args) => commands::unlock::run(&cli, args, &out),
         Command::Schema => commands::schema::run(&out),
     };
     ExitCode::from(code)

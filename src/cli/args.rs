@@ -60,6 +60,13 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Connect to both clusters, run the preflight checks and show what apply will do.
     Plan(crate::cli::commands::plan::PlanArgs),
+    /// Run the migration: create namespaces, copy while spooling changes, build indexes.
+    /// Resumes from the lockfile when run again.
+    Apply(crate::cli::commands::apply::ApplyArgs),
+    /// Show a migration's phase and progress from its lockfile.
+    Status(crate::cli::commands::status::StatusArgs),
+    /// Clear the lock of an apply that is gone (shown by `status` and refused `apply`).
+    Unlock(crate::cli::commands::unlock::UnlockArgs),
     /// Print the JSON Schema of migration.toml (for editors and CI).
     Schema,
 }

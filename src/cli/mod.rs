@@ -8,5 +8,6 @@ mod args;
 mod commands;
 mod logging;
 mod output;
+mod progress;
 
 pub use app::run;

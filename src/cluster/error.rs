@@ -140,6 +140,35 @@ impl ClusterError {
         }
     }
 
+    /// True for errors worth retrying after a pause: network trouble, elections, time limits,
+    /// write conflicts and anything the server labels retryable (decided by code and label,
+    /// as the drivers do; never by message).
+    pub fn is_transient(&self) -> bool {
+        const TRANSIENT_CODES: &[i32] = &[
+            6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+        ];
+        match self {
+            Self::Connect { code, .. } => *code != Some(codes::AUTHENTICATION_FAILED),
+            Self::Command { code: None, .. } => true,
+            Self::Command {
+                code: Some(code),
+                labels,
+                ..
+            } => {
+                TRANSIENT_CODES.contains(code)
+                    || labels.iter().any(|l| {
+                        matches!(
+                            l.as_str(),
+                            "RetryableWriteError"
+                                | "TransientTransactionError"
+                                | "ResumableChangeStreamError"
+                        )
+                    })
+            }
+            Self::InvalidReply { .. } => false,
+        }
+    }
+
     /// Which cluster failed.
     pub fn side(&self) -> Side {
         match self {

@@ -17,7 +17,7 @@ pub use model::{
     Action, Change, Check, CheckStatus, IndexPhase, PLAN_FORMAT_VERSION, Plan, Summary,
 };
 pub use planner::{PlanInput, make_plan};
-pub use refresh::{Refreshed, refresh};
+pub use refresh::{Refreshed, refresh, refresh_with};
 
 #[cfg(test)]
 mod tests;

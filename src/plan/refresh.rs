@@ -32,20 +32,31 @@ impl Refreshed {
 /// Connects to both clusters concurrently, inspects them and plans. Connection problems are
 /// not errors here: they become failed checks, reported with everything else.
 pub async fn refresh(config: &Config, owned: &BTreeSet<Namespace>) -> Refreshed {
+    let (source, destination) = tokio::join!(
+        Cluster::connect(Side::Source, &config.source),
+        Cluster::connect(Side::Destination, &config.destination)
+    );
+    refresh_with(config, source.as_ref(), destination.as_ref(), owned).await
+}
+
+/// Like [`refresh`], with clusters already connected (or failed to).
+pub async fn refresh_with(
+    config: &Config,
+    source: Result<&Cluster, &ClusterError>,
+    destination: Result<&Cluster, &ClusterError>,
+    owned: &BTreeSet<Namespace>,
+) -> Refreshed {
     let source = async {
-        let cluster = Cluster::connect(Side::Source, &config.source).await?;
-        inspect(
-            &cluster,
-            InspectRequest {
-                filter: Some(&config.options.filter),
-                oplog: true,
-            },
-        )
-        .await
+        let cluster = source.map_err(Clone::clone)?;
+        let request = InspectRequest {
+            filter: Some(&config.options.filter),
+            oplog: true,
+        };
+        inspect(cluster, request).await
     };
     let destination = async {
-        let cluster = Cluster::connect(Side::Destination, &config.destination).await?;
-        inspect(&cluster, InspectRequest::default()).await
+        let cluster = destination.map_err(Clone::clone)?;
+        inspect(cluster, InspectRequest::default()).await
     };
     let (source, destination) = tokio::join!(source, destination);
     let plan = make_plan(&PlanInput {

@@ -1,6 +1,9 @@
 //! One file per command: each turns its arguments into library calls and renders the result.
 
+pub mod apply;
 pub mod init;
 pub mod plan;
 pub mod schema;
+pub mod status;
+pub mod unlock;
 pub mod validate;

@@ -1,0 +1,195 @@
+//! `mongoshift apply [PLANFILE]`: run the migration (resumes from the lockfile).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use mongoshift::config::HumanDuration;
+use mongoshift::exit;
+use mongoshift::plan::PlanFile;
+use mongoshift::state::LockError;
+use mongoshift::state::lockfile;
+use mongoshift::sync::{self, ApplyError, ApplyOutcome, ApplyRequest, Progress};
+use tokio_util::sync::CancellationToken;
+
+use super::plan::load_config;
+use crate::cli::args::Cli;
+use crate::cli::output::Output;
+use crate::cli::progress::{self, ProgressMode};
+
+/// `apply` arguments.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `mongoshift plan --out FILE`, applied exactly; refused (exit 5) when the
+    /// configuration or either cluster changed since.
+    pub plan_file: Option<PathBuf>,
+
+    /// The lockfile (default: migration.lock next to the config file).
+    #[arg(long, value_name = "PATH")]
+    pub lockfile: Option<PathBuf>,
+
+    /// How long to wait for another `apply` to release the lock, e.g. "30s".
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_timeout: HumanDuration,
+
+    /// Print progress and the result as JSON, one event per line, on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The lockfile path for these arguments.
+pub fn lockfile_path(cli: &Cli, explicit: Option<&PathBuf>) -> PathBuf {
+    explicit
+        .cloned()
+        .unwrap_or_else(|| lockfile::default_path(&cli.config))
+}
+
+/// Runs `apply`.
+pub fn run(cli: &Cli, args: &ApplyArgs, out: &Output) -> u8 {
+    let Some(config) = load_config(cli, out) else {
+        return exit::ERROR;
+    };
+    let plan_file = match &args.plan_file {
+        Some(path) => match PlanFile::load(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                out.error(&e.to_string());
+                return exit::ERROR;
+            }
+        },
+        None => None,
+    };
+    let runtime = match crate::cli::app::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            out.error(&format!("cannot start the async runtime: {e}"));
+            return exit::ERROR;
+        }
+    };
+    let request = ApplyRequest {
+        lockfile: lockfile_path(cli, args.lockfile.as_ref()),
+        plan_file,
+        lock_timeout: args.lock_timeout.get(),
+    };
+    let mode = ProgressMode::choose(args.json);
+    let result = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        tokio::spawn(handle_signals(cancel.clone(), *out));
+        let (progress_tx, progress_rx) = tokio::sync::watch::channel(Progress::empty(&config.name));
+        let renderer = tokio::spawn(progress::render(mode, progress_rx));
+        let result = sync::apply(&config, request, progress_tx, cancel).await;
+        let _ = renderer.await;
+        result
+    });
+    report(result, args.json, out)
+}
+
+/// First SIGINT/SIGTERM: stop after the current batches, save, exit 130. Second: exit at once
+/// (the lockfile is consistent at every moment, so this loses seconds of work, never data).
+async fn handle_signals(cancel: CancellationToken, out: Output) {
+    let mut signals = 0;
+    loop {
+        let received = wait_for_signal().await;
+        if !received {
+            return;
+        }
+        signals += 1;
+        if signals == 1 {
+            out.err(
+                "\nstopping: saving the migration state (press Ctrl-C again to stop at once)\n",
+            );
+            cancel.cancel();
+        } else {
+            out.err("\nstopped at once; `mongoshift apply` resumes from the last checkpoint\n");
+            std::process::exit(i32::from(exit::INTERRUPTED));
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return false;
+    };
+    tokio::select! {
+        _ = int.recv() => true,
+        _ = term.recv() => true,
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> bool {
+    tokio::signal::ctrl_c().await.is_ok()
+}
+
+fn report(result: Result<ApplyOutcome, ApplyError>, json: bool, out: &Output) -> u8 {
+    let (code, status, message) = match &result {
+        Ok(ApplyOutcome::Copied(p)) => (
+            exit::SUCCESS,
+            "copied",
+            format!(
+                "copy complete: {} documents ({}) in {} namespaces; changes since T0 are spooled ({} events). Applying them comes with the change applier: the migration stops here, in phase `copied`.",
+                p.documents,
+                mongoshift::plan::model::approx_bytes(p.bytes),
+                p.namespaces.len(),
+                p.events_spooled
+            ),
+        ),
+        Ok(ApplyOutcome::AlreadyCopied(_)) => (
+            exit::SUCCESS,
+            "copied",
+            "the initial copy is already complete (phase `copied`); nothing to do".to_owned(),
+        ),
+        Ok(ApplyOutcome::Interrupted(p)) => (
+            exit::INTERRUPTED,
+            "interrupted",
+            format!(
+                "interrupted: state saved ({} documents copied so far); run `mongoshift apply` again to resume",
+                p.documents
+            ),
+        ),
+        Err(e) => (exit_code(e), "failed", e.to_string()),
+    };
+    if json {
+        let mut event = serde_json::json!({ "event": "result", "status": status, "exit_code": code, "message": message });
+        if let Err(ApplyError::PlanRefused(plan)) = &result {
+            event["checks"] = serde_json::to_value(&plan.checks).unwrap_or_default();
+        }
+        out.out_line(&event.to_string());
+    } else {
+        if let Err(ApplyError::PlanRefused(plan)) = &result {
+            out.err(&mongoshift::plan::render::human(plan, out.color()));
+        }
+        match code {
+            exit::SUCCESS => out.out_line(&message),
+            exit::INTERRUPTED => out.err(&format!("{message}\n")),
+            _ => {
+                out.error(&message);
+                if let Err(ApplyError::Lock(LockError::Held {
+                    other_host: true,
+                    holder,
+                    ..
+                })) = &result
+                    && let Some(h) = holder.as_ref()
+                {
+                    out.err(&format!(
+                        "hint: if that process is gone, clear its lock with `mongoshift unlock {}`\n",
+                        h.id
+                    ));
+                }
+            }
+        }
+    }
+    code
+}
+
+fn exit_code(e: &ApplyError) -> u8 {
+    match e {
+        ApplyError::Lock(LockError::Held { .. }) => exit::LOCKED,
+        ApplyError::StalePlan(_) | ApplyError::PlanForStartedMigration { .. } => exit::STALE_PLAN,
+        _ => exit::ERROR,
+    }
+}

@@ -1,0 +1,16 @@
+//! A migration's durable state: the lockfile `migration.lock` (progress, resume positions,
+//! never secrets) and the OS lock that lets one `apply` run at a time.
+
+pub mod lock;
+pub mod lockfile;
+pub mod model;
+
+pub use lock::{Holder, LockError, LockGuard};
+pub use lockfile::StateError;
+pub use model::{
+    ClusterIdentity, ClusterTime, CopyStatus, IdBound, LOCKFILE_FORMAT_VERSION, MigrationState,
+    NamespaceState, PartitionState, Phase, ResumeToken, SpoolPosition, StreamState, Timestamps,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,320 @@
+//! The content of `migration.lock`: everything a killed `apply` needs to resume, and everything
+//! `status` shows. Never a secret: clusters are identified by redacted connection strings.
+
+use bson::{Bson, Document, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{CollectionKind, document_serde, timestamp_serde};
+use crate::namespace::Namespace;
+
+/// The lockfile format this build writes and reads. Bump it when adding a field whose absence
+/// would change what an older file means.
+pub const LOCKFILE_FORMAT_VERSION: u32 = 1;
+
+/// Where a migration is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Creating destination namespaces and opening the change stream.
+    Preparing,
+    /// Copying documents (changes are spooled meanwhile).
+    Copying,
+    /// The initial copy is complete; change application comes next.
+    Copied,
+    /// Applying the spooled and live changes until the lag is small.
+    CatchingUp,
+    /// Lag under `max_lag`: waiting for the cutover approval within the window.
+    Ready,
+    /// Writes stopped; draining the last changes.
+    CuttingOver,
+    /// Verifying the destination.
+    Verifying,
+    /// Done: the destination is the new primary copy.
+    Committed,
+    /// Stopped by `mongoshift abort`.
+    Aborted,
+    /// The cutover window ended without a cutover.
+    Expired,
+}
+
+impl Phase {
+    /// The name used in files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Preparing => "preparing",
+            Self::Copying => "copying",
+            Self::Copied => "copied",
+            Self::CatchingUp => "catching_up",
+            Self::Ready => "ready",
+            Self::CuttingOver => "cutting_over",
+            Self::Verifying => "verifying",
+            Self::Committed => "committed",
+            Self::Aborted => "aborted",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A cluster time, `{t, i}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ClusterTime(#[serde(with = "timestamp_serde")] pub Timestamp);
+
+impl ClusterTime {
+    /// Seconds since the epoch.
+    pub fn secs(self) -> u32 {
+        self.0.time
+    }
+}
+
+/// How a cluster was identified when the migration started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdentity {
+    /// The connection string, redacted.
+    pub uri: String,
+    /// Topology, e.g. `replica set rs0`.
+    pub topology: String,
+    /// Server version.
+    pub version: String,
+}
+
+/// A change-stream resume token (`{_data: ...}`), kept exactly as the server gave it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeToken(#[serde(with = "document_serde")] pub Document);
+
+impl ResumeToken {
+    /// The cluster time the token points at, decoded from its KeyString prefix (`82` + 4 bytes
+    /// of seconds + 4 bytes of increment, big-endian), as MongoDB's resume-token decoders do.
+    pub fn cluster_time(&self) -> Option<ClusterTime> {
+        let hex = self.0.get_str("_data").ok()?;
+        if hex.len() < 18 || !hex[..2].eq_ignore_ascii_case("82") {
+            return None;
+        }
+        let time = u32::from_str_radix(hex.get(2..10)?, 16).ok()?;
+        let increment = u32::from_str_radix(hex.get(10..18)?, 16).ok()?;
+        Some(ClusterTime(Timestamp { time, increment }))
+    }
+}
+
+/// A position in the spool: segment number and byte offset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SpoolPosition {
+    /// Segment number (file `segment-NNNNNN.bson`).
+    pub segment: u64,
+    /// Byte offset inside it.
+    pub offset: u64,
+}
+
+/// The change stream and its on-disk spool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamState {
+    /// Resume after this token: everything before it is durably in the spool.
+    pub resume_token: Option<ResumeToken>,
+    /// The newest source cluster time seen, events and idle high-water marks alike.
+    pub high_water: Option<ClusterTime>,
+    /// Everything up to here is durably written (fsynced) to the spool.
+    pub spooled: SpoolPosition,
+    /// Events spooled in total.
+    pub events_spooled: u64,
+    /// Bytes spooled in total.
+    pub bytes_spooled: u64,
+    /// Cluster time of the newest spooled event.
+    pub last_event: Option<ClusterTime>,
+}
+
+/// One `_id` range of a collection, copied and checkpointed separately.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Position in the collection, from 0.
+    pub id: u32,
+    /// Inclusive lower `_id` bound (`None`: from the smallest `_id`).
+    pub min: Option<IdBound>,
+    /// Exclusive upper `_id` bound (`None`: to the largest `_id`).
+    pub max: Option<IdBound>,
+    /// The last `_id` copied and acknowledged; a resume restarts from it (inclusive, so that
+    /// one document is met again and counted as a duplicate).
+    pub resume_from: Option<IdBound>,
+    /// Copied completely.
+    pub done: bool,
+    /// Documents copied.
+    pub documents: u64,
+    /// Bytes copied.
+    pub bytes: u64,
+}
+
+/// An `_id` value, stored as `{_id: value}` in canonical Extended JSON so every BSON type keeps
+/// its exact type and order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdBound(#[serde(with = "document_serde")] pub Document);
+
+impl IdBound {
+    /// Wraps an `_id` value.
+    pub fn new(id: Bson) -> Self {
+        let mut doc = Document::new();
+        doc.insert("_id", id);
+        Self(doc)
+    }
+
+    /// The `{_id: value}` document used as `min`/`max` of a `find`.
+    pub fn as_document(&self) -> &Document {
+        &self.0
+    }
+}
+
+/// Progress of one collection's copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyStatus {
+    /// Not started.
+    Pending,
+    /// Partitions decided; copying.
+    Copying,
+    /// Every partition done.
+    Done,
+    /// Nothing to copy (views).
+    NotApplicable,
+}
+
+/// One migrated namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceState {
+    /// Source name.
+    pub source: Namespace,
+    /// Destination name.
+    pub destination: Namespace,
+    /// Collection or view.
+    pub kind: CollectionKind,
+    /// This migration created the destination namespace (so `destroy` may drop it). Set before
+    /// the `create` command is sent, so a crash in between still counts it as ours.
+    pub created: bool,
+    /// Secondary indexes built.
+    pub indexes_built: bool,
+    /// Copy status.
+    pub copy: CopyStatus,
+    /// Estimated documents at the start.
+    pub documents_estimate: u64,
+    /// Estimated bytes at the start.
+    pub bytes_estimate: u64,
+    /// Partitions (empty until decided).
+    pub partitions: Vec<PartitionState>,
+    /// Documents met again after a resume (already on the destination), skipped.
+    pub duplicates: u64,
+}
+
+impl NamespaceState {
+    /// Documents copied so far.
+    pub fn documents_copied(&self) -> u64 {
+        self.partitions.iter().map(|p| p.documents).sum()
+    }
+
+    /// Bytes copied so far.
+    pub fn bytes_copied(&self) -> u64 {
+        self.partitions.iter().map(|p| p.bytes).sum()
+    }
+}
+
+/// When things happened (RFC 3339).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timestamps {
+    /// The first apply started.
+    pub started: Option<String>,
+    /// The copy started.
+    pub copy_started: Option<String>,
+    /// The copy finished.
+    pub copy_finished: Option<String>,
+}
+
+/// The whole lockfile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationState {
+    /// [`LOCKFILE_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The mongoshift version that last wrote it.
+    pub tool_version: String,
+    /// A random id fixed at the first apply: a lockfile from another migration is refused.
+    pub lineage: String,
+    /// Incremented on every write.
+    pub serial: u64,
+    /// The migration's name.
+    pub migration: String,
+    /// Fingerprint of the configuration the migration started with.
+    pub config_fingerprint: String,
+    /// The source.
+    pub source: ClusterIdentity,
+    /// The destination.
+    pub destination: ClusterIdentity,
+    /// Where the migration is.
+    pub phase: Phase,
+    /// T0: the source cluster time the change stream starts at; the copy starts after it.
+    pub start_time: Option<ClusterTime>,
+    /// The change stream and spool.
+    pub stream: StreamState,
+    /// Destination namespaces dropped by `clear_destination` (done once).
+    pub dropped: Vec<Namespace>,
+    /// Every migrated namespace.
+    pub namespaces: Vec<NamespaceState>,
+    /// Timestamps.
+    pub timestamps: Timestamps,
+}
+
+impl MigrationState {
+    /// The namespace entry for a destination name.
+    pub fn namespace_mut(&mut self, destination: &Namespace) -> Option<&mut NamespaceState> {
+        self.namespaces
+            .iter_mut()
+            .find(|n| &n.destination == destination)
+    }
+
+    /// Destination namespaces this migration created.
+    pub fn owned(&self) -> std::collections::BTreeSet<Namespace> {
+        self.namespaces
+            .iter()
+            .filter(|n| n.created)
+            .map(|n| n.destination.clone())
+            .collect()
+    }
+
+    /// Documents copied so far, all namespaces.
+    pub fn documents_copied(&self) -> u64 {
+        self.namespaces
+            .iter()
+            .map(NamespaceState::documents_copied)
+            .sum()
+    }
+
+    /// Bytes copied so far, all namespaces.
+    pub fn bytes_copied(&self) -> u64 {
+        self.namespaces
+            .iter()
+            .map(NamespaceState::bytes_copied)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_time_is_decoded_from_the_keystring_prefix() {
+        // The high-water-mark token from MongoDB's resume-token decoder tests.
+        let token = ResumeToken(bson::doc! { "_data": "82612F653E000000022B0229296E04" });
+        assert_eq!(
+            token.cluster_time(),
+            Some(ClusterTime(Timestamp {
+                time: 1_630_496_062,
+                increment: 2
+            }))
+        );
+        assert_eq!(
+            ResumeToken(bson::doc! { "_data": "zz" }).cluster_time(),
+            None
+        );
+        assert_eq!(ResumeToken(bson::doc! {}).cluster_time(), None);
+    }
+}

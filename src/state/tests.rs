@@ -1,0 +1,123 @@
+//! Lockfile round trips and refusals.
+
+use super::lockfile::{backup_path, load, save};
+use super::*;
+use crate::namespace::Namespace;
+
+pub(crate) fn sample_state() -> MigrationState {
+    MigrationState {
+        format_version: LOCKFILE_FORMAT_VERSION,
+        tool_version: String::new(),
+        lineage: "lineage-1".to_owned(),
+        serial: 0,
+        migration: "m".to_owned(),
+        config_fingerprint: "f".to_owned(),
+        source: ClusterIdentity {
+            uri: "mongodb://u:****@s/".to_owned(),
+            topology: "replica set rs0".to_owned(),
+            version: "7.0.14".to_owned(),
+        },
+        destination: ClusterIdentity {
+            uri: "mongodb://d/".to_owned(),
+            topology: "replica set rs1".to_owned(),
+            version: "7.0.14".to_owned(),
+        },
+        phase: Phase::Copying,
+        start_time: None,
+        stream: StreamState::default(),
+        dropped: vec![],
+        namespaces: vec![NamespaceState {
+            source: Namespace::new("a", "b"),
+            destination: Namespace::new("a", "b"),
+            kind: crate::cluster::CollectionKind::Collection,
+            created: true,
+            indexes_built: false,
+            copy: CopyStatus::Copying,
+            documents_estimate: 10,
+            bytes_estimate: 100,
+            partitions: vec![PartitionState {
+                id: 0,
+                min: None,
+                max: Some(IdBound::new(bson::Bson::Int64(5))),
+                resume_from: Some(IdBound::new(bson::Bson::Decimal128("1.5".parse().unwrap()))),
+                done: false,
+                documents: 3,
+                bytes: 30,
+            }],
+            duplicates: 0,
+        }],
+        timestamps: Timestamps::default(),
+    }
+}
+
+#[test]
+fn saves_atomically_with_backup_and_serial() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("migration.lock");
+    let mut state = sample_state();
+    save(&path, &mut state).unwrap();
+    assert_eq!(state.serial, 1);
+    assert!(!backup_path(&path).exists());
+    state.phase = Phase::Copied;
+    save(&path, &mut state).unwrap();
+    let loaded = load(&path).unwrap().unwrap();
+    assert_eq!(loaded, state);
+    assert_eq!(loaded.serial, 2);
+    let backup = load(&backup_path(&path)).unwrap().unwrap();
+    assert_eq!((backup.serial, backup.phase), (1, Phase::Copying));
+    // Exact BSON types of bounds survive.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("$numberLong") && text.contains("$numberDecimal"),
+        "{text}"
+    );
+}
+
+#[test]
+fn missing_lockfile_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(load(&dir.path().join("migration.lock")).unwrap().is_none());
+}
+
+#[test]
+fn damaged_foreign_and_newer_lockfiles_are_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("migration.lock");
+    let mut state = sample_state();
+    save(&path, &mut state).unwrap();
+    let good = std::fs::read(&path).unwrap();
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("not json", b"\x00\x01garbage".to_vec()),
+        ("foreign", br#"{"name": "some other tool"}"#.to_vec()),
+        (
+            "wrong shape",
+            br#"{"format_version": 1, "lineage": 3}"#.to_vec(),
+        ),
+        ("newer", br#"{"format_version": 99}"#.to_vec()),
+    ];
+    for (what, bytes) in cases {
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load(&path).unwrap_err();
+        let message = err.to_string();
+        match what {
+            "newer" => assert!(
+                matches!(err, StateError::NewerFormat { found: 99, .. }),
+                "{what}: {message}"
+            ),
+            _ => assert!(
+                matches!(err, StateError::Corrupt { .. }),
+                "{what}: {message}"
+            ),
+        }
+        if what == "truncated" {
+            assert!(message.contains("truncated"), "{message}");
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "{what}: the file is left untouched"
+        );
+    }
+}

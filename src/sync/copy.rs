@@ -1,0 +1,411 @@
+//! The initial copy: collections in parallel, large collections split into `_id` ranges copied in
+//! parallel, documents moved as raw BSON in unordered batches.
+//!
+//! Server behaviours relied on: `find` with `hint: {_id: 1}` and `min`/`max` on `_id` walks the
+//! `_id` index in the server's total order across BSON types (a `$gt` filter would bracket by
+//! type and miss `_id`s of other types); `min` is inclusive and `max` exclusive; `$sample`
+//! followed by `$sort: {_id: 1}` returns sampled `_id`s in that same order, which is how
+//! partition bounds are chosen without comparing BSON values here.
+//!
+//! Every batch reports its last `_id` only after the destination acknowledged it, so the
+//! checkpointed watermark never runs ahead of the data.
+
+use std::sync::Arc;
+
+use bson::{Bson, Document, RawDocumentBuf, doc};
+use futures_util::{StreamExt, TryStreamExt};
+use mongodb::options::{Hint, WriteConcern};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::writer::{WriteError, insert_batch};
+use crate::cluster::{Cluster, ClusterError};
+use crate::namespace::Namespace;
+use crate::state::{IdBound, PartitionState};
+
+/// At most this many partitions per collection.
+const MAX_PARTITIONS: u64 = 4096;
+
+/// One collection to copy.
+#[derive(Debug, Clone)]
+pub struct CopyJob {
+    /// Source namespace.
+    pub source: Namespace,
+    /// Destination namespace.
+    pub destination: Namespace,
+    /// Partitions decided earlier (resume), or `None` to decide now.
+    pub partitions: Option<Vec<PartitionState>>,
+    /// Estimated documents.
+    pub count: u64,
+    /// Estimated bytes.
+    pub size_bytes: u64,
+}
+
+/// Copy tuning.
+#[derive(Debug, Clone)]
+pub struct CopySettings {
+    /// Collections copied at once.
+    pub parallel_collections: usize,
+    /// Partitions copied at once, across collections.
+    pub parallel_partitions: usize,
+    /// Target partition size in bytes.
+    pub partition_bytes: u64,
+    /// Insert batch size in bytes.
+    pub batch_bytes: u64,
+    /// Destination write concern.
+    pub write_concern: WriteConcern,
+}
+
+/// What the copy reports to the state owner.
+#[derive(Debug, Clone)]
+pub enum CopyUpdate {
+    /// A collection's partitions were decided.
+    Partitioned {
+        /// Destination namespace.
+        destination: Namespace,
+        /// The partitions.
+        partitions: Vec<PartitionState>,
+    },
+    /// A batch was acknowledged.
+    Progress {
+        /// Destination namespace.
+        destination: Namespace,
+        /// Partition id.
+        partition: u32,
+        /// The last `_id` of the batch.
+        last_id: IdBound,
+        /// Documents inserted.
+        documents: u64,
+        /// Bytes moved (inserted or already present).
+        bytes: u64,
+        /// Documents already present.
+        duplicates: u64,
+    },
+    /// A partition is complete.
+    PartitionDone {
+        /// Destination namespace.
+        destination: Namespace,
+        /// Partition id.
+        partition: u32,
+    },
+}
+
+/// Why the copy stopped.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CopyError {
+    /// Reading or writing failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A write was refused.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The state owner stopped listening (it failed).
+    #[error("the copy's progress could not be recorded")]
+    Disconnected,
+}
+
+/// Copies every job. Returns when all are done, on the first error, or soon after `cancel`
+/// (then partially copied partitions resume later from their watermark).
+pub async fn run_copy(
+    source: Cluster,
+    destination: Cluster,
+    jobs: Vec<CopyJob>,
+    settings: CopySettings,
+    updates: mpsc::Sender<CopyUpdate>,
+    cancel: CancellationToken,
+) -> Result<(), CopyError> {
+    let collections = Arc::new(Semaphore::new(settings.parallel_collections.max(1)));
+    let partitions = Arc::new(Semaphore::new(settings.parallel_partitions.max(1)));
+    let settings = Arc::new(settings);
+    let mut tasks = JoinSet::new();
+    for job in jobs {
+        let ctx = PartitionContext {
+            source: source.clone(),
+            destination: destination.clone(),
+            settings: settings.clone(),
+            updates: updates.clone(),
+            cancel: cancel.clone(),
+        };
+        let collections = collections.clone();
+        let partitions = partitions.clone();
+        tasks.spawn(async move {
+            let Ok(_permit) = collections.acquire_owned().await else {
+                return Ok(());
+            };
+            copy_collection(ctx, job, partitions).await
+        });
+    }
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.unwrap_or_else(|e| {
+            Err(CopyError::Cluster(ClusterError::InvalidReply {
+                side: crate::cluster::Side::Source,
+                command: "copy".to_owned(),
+                detail: format!("a copy task failed: {e}"),
+            }))
+        });
+        if let Err(e) = outcome
+            && result.is_ok()
+        {
+            // Stop the others; their partitions resume from their watermarks later.
+            cancel.cancel();
+            result = Err(e);
+        }
+    }
+    result
+}
+
+#[derive(Clone)]
+struct PartitionContext {
+    source: Cluster,
+    destination: Cluster,
+    settings: Arc<CopySettings>,
+    updates: mpsc::Sender<CopyUpdate>,
+    cancel: CancellationToken,
+}
+
+async fn copy_collection(
+    ctx: PartitionContext,
+    job: CopyJob,
+    permits: Arc<Semaphore>,
+) -> Result<(), CopyError> {
+    let parts = match job.partitions.clone() {
+        Some(p) if !p.is_empty() => p,
+        _ => {
+            let p = partition(&ctx.source, &job, ctx.settings.partition_bytes).await?;
+            ctx.updates
+                .send(CopyUpdate::Partitioned {
+                    destination: job.destination.clone(),
+                    partitions: p.clone(),
+                })
+                .await
+                .map_err(|_| CopyError::Disconnected)?;
+            p
+        }
+    };
+    let avg = job.size_bytes.checked_div(job.count).unwrap_or(1024).max(1);
+    let mut tasks = JoinSet::new();
+    for part in parts.into_iter().filter(|p| !p.done) {
+        let ctx = ctx.clone();
+        let job = job.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return Ok(());
+            };
+            copy_partition(&ctx, &job, part, avg).await
+        });
+    }
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Err(e)) = joined
+            && result.is_ok()
+        {
+            ctx.cancel.cancel();
+            result = Err(e);
+        }
+    }
+    result
+}
+
+/// Chooses `_id` ranges of about `partition_bytes` each from a sorted sample of `_id`s.
+pub async fn partition(
+    source: &Cluster,
+    job: &CopyJob,
+    partition_bytes: u64,
+) -> Result<Vec<PartitionState>, ClusterError> {
+    let whole = vec![PartitionState {
+        id: 0,
+        min: None,
+        max: None,
+        resume_from: None,
+        done: false,
+        documents: 0,
+        bytes: 0,
+    }];
+    let wanted = job
+        .size_bytes
+        .div_ceil(partition_bytes.max(1))
+        .min(MAX_PARTITIONS);
+    if wanted <= 1 || job.count < 2 * wanted {
+        return Ok(whole);
+    }
+    let sample_size = (wanted * 16).clamp(100, 20_000).min(job.count);
+    let coll = source
+        .client()
+        .database(job.source.db())
+        .collection::<Document>(job.source.coll());
+    let command = format!("$sample {}", job.source);
+    let ids: Vec<Bson> = coll
+        .aggregate([
+            doc! { "$sample": { "size": sample_size as i64 } },
+            doc! { "$project": { "_id": 1 } },
+            doc! { "$sort": { "_id": 1 } },
+        ])
+        .await
+        .map_err(|e| source.error(&command, &e))?
+        .map_ok(|mut d| d.remove("_id"))
+        .try_collect::<Vec<Option<Bson>>>()
+        .await
+        .map_err(|e| source.error(&command, &e))?
+        .into_iter()
+        .flatten()
+        .collect();
+    if ids.len() < 2 {
+        return Ok(whole);
+    }
+    let mut bounds: Vec<Bson> = Vec::new();
+    for i in 1..wanted {
+        let pick = &ids[(i as usize * ids.len()) / wanted as usize];
+        // `$sample` may return an `_id` twice; equal bounds would make empty ranges.
+        if bounds.last() != Some(pick) {
+            bounds.push(pick.clone());
+        }
+    }
+    // Edges: open below, the sampled bounds, open above; each window is one partition.
+    let mut edges: Vec<Option<IdBound>> = vec![None];
+    edges.extend(bounds.into_iter().map(|b| Some(IdBound::new(b))));
+    edges.push(None);
+    let partitions = edges
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| PartitionState {
+            id: i as u32,
+            min: w[0].clone(),
+            max: w[1].clone(),
+            resume_from: None,
+            done: false,
+            documents: 0,
+            bytes: 0,
+        })
+        .collect();
+    Ok(partitions)
+}
+
+async fn copy_partition(
+    ctx: &PartitionContext,
+    job: &CopyJob,
+    part: PartitionState,
+    avg_doc_bytes: u64,
+) -> Result<(), CopyError> {
+    if ctx.cancel.is_cancelled() {
+        return Ok(());
+    }
+    let settings = &ctx.settings;
+    let source_coll = ctx
+        .source
+        .client()
+        .database(job.source.db())
+        .collection::<Document>(job.source.coll());
+    let dest_coll = ctx
+        .destination
+        .client()
+        .database(job.destination.db())
+        .collection::<RawDocumentBuf>(job.destination.coll());
+    let docs_per_batch = (settings.batch_bytes / avg_doc_bytes).clamp(101, 100_000) as u32;
+    let mut find = source_coll
+        .find(doc! {})
+        .hint(Hint::Keys(doc! { "_id": 1 }))
+        .sort(doc! { "_id": 1 })
+        .batch_size(docs_per_batch);
+    if let Some(lower) = part.resume_from.as_ref().or(part.min.as_ref()) {
+        find = find.min(lower.as_document().clone());
+    }
+    if let Some(upper) = &part.max {
+        find = find.max(upper.as_document().clone());
+    }
+    let command = format!("find {}", job.source);
+    let mut cursor = find
+        .batch()
+        .await
+        .map_err(|e| ctx.source.error(&command, &e))?;
+    let mut buffer: Vec<RawDocumentBuf> = Vec::new();
+    let mut buffered_bytes = 0u64;
+    while let Some(batch) = cursor.next().await {
+        if ctx.cancel.is_cancelled() {
+            return Ok(());
+        }
+        let batch = batch.map_err(|e| ctx.source.error(&command, &e))?;
+        let docs = batch
+            .doc_slices()
+            .map_err(|e| ctx.source.invalid_reply(&command, e.to_string()))?;
+        for item in docs {
+            let raw = item.map_err(|e| ctx.source.invalid_reply(&command, e.to_string()))?;
+            let Some(doc) = raw.as_document() else {
+                return Err(ctx
+                    .source
+                    .invalid_reply(&command, "a batch element is not a document")
+                    .into());
+            };
+            buffered_bytes += doc.as_bytes().len() as u64;
+            buffer.push(doc.to_owned());
+            if buffered_bytes >= settings.batch_bytes {
+                flush(
+                    ctx,
+                    job,
+                    &part,
+                    &dest_coll,
+                    &mut buffer,
+                    &mut buffered_bytes,
+                )
+                .await?;
+            }
+        }
+    }
+    flush(
+        ctx,
+        job,
+        &part,
+        &dest_coll,
+        &mut buffer,
+        &mut buffered_bytes,
+    )
+    .await?;
+    ctx.updates
+        .send(CopyUpdate::PartitionDone {
+            destination: job.destination.clone(),
+            partition: part.id,
+        })
+        .await
+        .map_err(|_| CopyError::Disconnected)
+}
+
+async fn flush(
+    ctx: &PartitionContext,
+    job: &CopyJob,
+    part: &PartitionState,
+    dest_coll: &mongodb::Collection<RawDocumentBuf>,
+    buffer: &mut Vec<RawDocumentBuf>,
+    buffered_bytes: &mut u64,
+) -> Result<(), CopyError> {
+    let Some(last) = buffer.last() else {
+        return Ok(());
+    };
+    let last_id = super::ddl::raw_id(last).ok_or_else(|| {
+        ctx.source
+            .invalid_reply(&format!("find {}", job.source), "a document has no _id")
+    })?;
+    let outcome = insert_batch(
+        &ctx.destination,
+        dest_coll,
+        &job.destination,
+        buffer,
+        &ctx.settings.write_concern,
+    )
+    .await?;
+    ctx.updates
+        .send(CopyUpdate::Progress {
+            destination: job.destination.clone(),
+            partition: part.id,
+            last_id: IdBound::new(last_id),
+            documents: outcome.inserted,
+            bytes: *buffered_bytes,
+            duplicates: outcome.duplicates,
+        })
+        .await
+        .map_err(|_| CopyError::Disconnected)?;
+    buffer.clear();
+    *buffered_bytes = 0;
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Reading the source's changes: one cluster-wide change stream, opened at T0 before anything
+//! is copied, written to the spool as it arrives.
+//!
+//! Server behaviours relied on: a cluster-wide stream (`aggregate: 1` on `admin` with
+//! `allChangesForCluster`) reports every user namespace and is never invalidated by drops or
+//! renames; `showExpandedEvents` adds DDL events (create, createIndexes, dropIndexes, modify,
+//! rename, ...); `fullDocument: "updateLookup"` adds the document as it is when the event is
+//! read; every batch carries a `postBatchResumeToken`, which advances while the source is idle
+//! (periodic no-op writes), so an idle migration's resume point keeps up with the oplog; the
+//! first (empty) batch's token marks the stream's start, T0. The driver resumes by itself
+//! after resumable errors.
+
+use std::time::{Duration, Instant};
+
+use bson::{Bson, RawDocument, RawDocumentBuf};
+use mongodb::change_stream::ChangeStream;
+use mongodb::options::FullDocumentType;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::spool::SpoolWriter;
+use crate::cluster::{Cluster, ClusterError, codes};
+use crate::namespace::{Namespace, NamespaceFilter};
+use crate::state::{ClusterTime, ResumeToken, SpoolPosition};
+
+/// How often the reader makes the spool durable and reports its position.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long one getMore waits for new events; also how quickly the reader notices `cancel`.
+const MAX_AWAIT: Duration = Duration::from_millis(500);
+
+/// A durable point of the reader: everything before `position` is in the spool, and the
+/// stream can resume after `token`.
+#[derive(Debug, Clone)]
+pub struct ReaderCheckpoint {
+    /// Durable end of the spool.
+    pub position: SpoolPosition,
+    /// Resume token at that point.
+    pub token: ResumeToken,
+    /// Newest source cluster time seen (events and idle high-water marks).
+    pub high_water: Option<ClusterTime>,
+    /// Cluster time of the newest spooled event.
+    pub last_event: Option<ClusterTime>,
+    /// Events spooled since the previous checkpoint.
+    pub events: u64,
+    /// Bytes spooled since the previous checkpoint.
+    pub bytes: u64,
+}
+
+/// Why reading changes stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The source no longer has the history the stream must resume from.
+    #[error(
+        "the source's oplog no longer holds the changes since the last checkpoint ({0}); the migration cannot continue from its state and must start over (mongoshift destroy, then apply). Enlarge the oplog first so this does not recur"
+    )]
+    HistoryLost(String),
+    /// The source refused or failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The spool could not be written.
+    #[error("cannot write the change spool: {0}")]
+    Spool(#[from] std::io::Error),
+    /// The state owner stopped listening (it failed).
+    #[error("the change reader's progress could not be recorded")]
+    Disconnected,
+}
+
+/// Opens the cluster-wide change stream, resuming after `token` when given.
+pub async fn open(
+    source: &Cluster,
+    token: Option<&ResumeToken>,
+) -> Result<ChangeStream<RawDocumentBuf>, StreamError> {
+    let mut watch = source
+        .client()
+        .watch()
+        .show_expanded_events(true)
+        .full_document(FullDocumentType::UpdateLookup)
+        .max_await_time(MAX_AWAIT);
+    if let Some(token) = token {
+        let driver_token =
+            bson::deserialize_from_bson(Bson::Document(token.0.clone())).map_err(|e| {
+                source.invalid_reply("watch", format!("the stored resume token is unusable: {e}"))
+            })?;
+        watch = watch.resume_after(Some(driver_token));
+    }
+    match watch.await {
+        Ok(stream) => Ok(stream.with_type::<RawDocumentBuf>()),
+        Err(e) => Err(classify(source.error("watch", &e))),
+    }
+}
+
+fn classify(e: ClusterError) -> StreamError {
+    if e.code() == Some(codes::CHANGE_STREAM_HISTORY_LOST) {
+        StreamError::HistoryLost(e.to_string())
+    } else {
+        StreamError::Cluster(e)
+    }
+}
+
+/// The stream's current resume token.
+pub fn current_token<T: serde::de::DeserializeOwned + Unpin + Send + Sync>(
+    stream: &ChangeStream<T>,
+) -> Option<ResumeToken> {
+    let token = stream.resume_token()?;
+    match bson::serialize_to_bson(&token).ok()? {
+        Bson::Document(d) => Some(ResumeToken(d)),
+        _ => None,
+    }
+}
+
+/// True when the event concerns a migrated namespace (rename counts on either side;
+/// database-level events count when the database may hold migrated collections).
+pub fn is_relevant(event: &RawDocument, filter: &NamespaceFilter) -> bool {
+    let ns_of = |field: &str| -> Option<(String, Option<String>)> {
+        let ns = event.get_document(field).ok()?;
+        let db = ns.get_str("db").ok()?.to_owned();
+        let coll = ns.get_str("coll").ok().map(str::to_owned);
+        Some((db, coll))
+    };
+    let matches = |(db, coll): (String, Option<String>)| match coll {
+        Some(coll) => filter.includes(&Namespace::new(db, coll)),
+        None => filter.may_include_database(&db),
+    };
+    ns_of("ns").is_some_and(matches) || ns_of("to").is_some_and(matches)
+}
+
+/// Reads changes into the spool until cancelled or failed, reporting a checkpoint about once a
+/// second (and a final one on the way out).
+pub async fn run_reader(
+    source: Cluster,
+    mut stream: ChangeStream<RawDocumentBuf>,
+    mut spool: SpoolWriter,
+    filter: NamespaceFilter,
+    checkpoints: mpsc::Sender<ReaderCheckpoint>,
+    cancel: CancellationToken,
+) -> Result<(), StreamError> {
+    let mut last_report = Instant::now();
+    let mut pending_events = 0u64;
+    let mut pending_bytes = 0u64;
+    let mut last_event: Option<ClusterTime> = None;
+    let mut reported_token: Option<ResumeToken> = None;
+    loop {
+        // No `select!` around `next_if_any`: dropping it mid-batch could leave the stream's
+        // token ahead of events not yet spooled. The short await time bounds the wait instead.
+        let stopping = cancel.is_cancelled();
+        if !stopping {
+            match stream.next_if_any().await {
+                Ok(Some(event)) => {
+                    if is_relevant(&event, &filter) {
+                        spool.append(&event)?;
+                        pending_events += 1;
+                        pending_bytes += event.as_bytes().len() as u64;
+                        if let Ok(ts) = event.get_timestamp("clusterTime") {
+                            last_event = Some(ClusterTime(ts));
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return Err(classify(source.error("getMore (change stream)", &e))),
+            }
+        }
+        let due =
+            last_report.elapsed() >= CHECKPOINT_INTERVAL || pending_events >= 10_000 || stopping;
+        if due && let Some(token) = current_token(&stream) {
+            if pending_events > 0 || reported_token.as_ref() != Some(&token) {
+                let position = spool.checkpoint()?;
+                checkpoints
+                    .send(ReaderCheckpoint {
+                        position,
+                        high_water: token.cluster_time(),
+                        token: token.clone(),
+                        last_event,
+                        events: pending_events,
+                        bytes: pending_bytes,
+                    })
+                    .await
+                    .map_err(|_| StreamError::Disconnected)?;
+                pending_events = 0;
+                pending_bytes = 0;
+                reported_token = Some(token);
+            }
+            last_report = Instant::now();
+        }
+        if stopping {
+            return Ok(());
+        }
+    }
+}
