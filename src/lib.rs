@@ -8,6 +8,7 @@
 //! - [`plan`]: preflight checks, the planner (pure), plan views and plan files.
 //! - [`namespace`]: namespaces, include/exclude globs and renames, shared by every stage.
 //! - [`sync`]: the copy, the change stream and its spool, destination writes.
+//! - [`verify`]: counts, document hashes, indexes and options of both sides compared.
 //! - [`state`]: the lockfile `migration.lock` and the lock that guards it.
 //! - [`redact`]: keeps credentials out of every output.
 //! - [`atomic_file`]: crash-safe file replacement (plan files, the lockfile).
@@ -25,3 +26,4 @@ pub mod plan;
 pub mod redact;
 pub mod state;
 pub mod sync;
+pub mod verify;

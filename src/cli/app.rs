@@ -22,6 +22,7 @@ pub fn run() -> ExitCode {
         Command::Apply(args) => commands::apply::run(&cli, args, &out),
         Command::Status(args) => commands::status::run(&cli, args, &out),
         Command::Unlock(args) => commands::unlock::run(&cli, args, &out),
+        Command::Verify(args) => commands::verify::run(&cli, args, &out),
         Command::Schema => commands::schema::run(&out),
     };
     ExitCode::from(code)

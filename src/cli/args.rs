@@ -65,6 +65,9 @@ pub enum Command {
     Apply(crate::cli::commands::apply::ApplyArgs),
     /// Show a migration's phase and progress from its lockfile.
     Status(crate::cli::commands::status::StatusArgs),
+    /// Compare source and destination now: counts, documents, indexes, options (exit 3 when
+    /// they differ).
+    Verify(crate::cli::commands::verify::VerifyArgs),
     /// Clear the lock of an apply that is gone (shown by `status` and refused `apply`).
     Unlock(crate::cli::commands::unlock::UnlockArgs),
     /// Print the JSON Schema of migration.toml (for editors and CI).

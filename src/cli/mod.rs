@@ -9,5 +9,6 @@ mod commands;
 mod logging;
 mod output;
 mod progress;
+mod signals;
 
 pub use app::run;

@@ -73,7 +73,7 @@ pub fn run(cli: &Cli, args: &ApplyArgs, out: &Output) -> u8 {
     let mode = ProgressMode::choose(args.json);
     let result = runtime.block_on(async {
         let cancel = CancellationToken::new();
-        tokio::spawn(handle_signals(cancel.clone(), *out));
+        tokio::spawn(crate::cli::signals::handle(cancel.clone(), *out));
         let (progress_tx, progress_rx) = tokio::sync::watch::channel(Progress::empty(&config.name));
         let renderer = tokio::spawn(progress::render(mode, progress_rx));
         let result = sync::apply(&config, request, progress_tx, cancel).await;
@@ -81,48 +81,6 @@ pub fn run(cli: &Cli, args: &ApplyArgs, out: &Output) -> u8 {
         result
     });
     report(result, args.json, out)
-}
-
-/// First SIGINT/SIGTERM: stop after the current batches, save, exit 130. Second: exit at once
-/// (the lockfile is consistent at every moment, so this loses seconds of work, never data).
-async fn handle_signals(cancel: CancellationToken, out: Output) {
-    let mut signals = 0;
-    loop {
-        let received = wait_for_signal().await;
-        if !received {
-            return;
-        }
-        signals += 1;
-        if signals == 1 {
-            out.err(
-                "\nstopping: saving the migration state (press Ctrl-C again to stop at once)\n",
-            );
-            cancel.cancel();
-        } else {
-            out.err("\nstopped at once; `mongoshift apply` resumes from the last checkpoint\n");
-            std::process::exit(i32::from(exit::INTERRUPTED));
-        }
-    }
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> bool {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return false;
-    };
-    tokio::select! {
-        _ = int.recv() => true,
-        _ = term.recv() => true,
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> bool {
-    tokio::signal::ctrl_c().await.is_ok()
 }
 
 fn report(result: Result<ApplyOutcome, ApplyError>, json: bool, out: &Output) -> u8 {

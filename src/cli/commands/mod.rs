@@ -7,3 +7,4 @@ pub mod schema;
 pub mod status;
 pub mod unlock;
 pub mod validate;
+pub mod verify;
