@@ -46,6 +46,11 @@ impl Variables {
         self.cluster_time = Some(ts);
     }
 
+    /// An environment for contexts where expressions cannot occur (no clock read).
+    pub(crate) fn empty() -> Self {
+        Self::with_now(DateTime::from_millis(0))
+    }
+
     /// The value of `$$NOW`.
     pub fn now(&self) -> DateTime {
         self.now
@@ -125,5 +130,42 @@ impl Expression {
     ) -> Result<Option<Bson>, QueryError> {
         let _ = (doc, vars);
         Err(QueryError::not_implemented("aggregation expressions"))
+    }
+}
+
+impl Expression {
+    /// Parses from either representation (crate-internal entry point).
+    pub(crate) fn parse_val(
+        spec: crate::query::value::Val<'_>,
+        vars: &Variables,
+    ) -> Result<Self, QueryError> {
+        let _ = (spec, vars);
+        Err(QueryError::not_implemented("aggregation expressions"))
+    }
+
+    /// Evaluates with a document of either representation as `$$ROOT`.
+    pub(crate) fn eval_doc(
+        &self,
+        doc: crate::query::value::DocRef<'_>,
+        vars: &Variables,
+    ) -> Result<Option<Bson>, QueryError> {
+        let _ = (doc, vars);
+        Err(QueryError::not_implemented("aggregation expressions"))
+    }
+}
+
+/// mongod's truthiness of an expression result: false, null, undefined, missing and numeric
+/// zero are false; everything else (including empty strings and arrays) is true.
+pub(crate) fn truthy(v: Option<&Bson>) -> bool {
+    match v {
+        None | Some(Bson::Null | Bson::Undefined | Bson::Boolean(false)) => false,
+        Some(Bson::Int32(i)) => *i != 0,
+        Some(Bson::Int64(i)) => *i != 0,
+        Some(Bson::Double(d)) => *d != 0.0,
+        Some(Bson::Decimal128(d)) => !matches!(
+            crate::query::numeric::decimal_parts(*d),
+            crate::query::numeric::DecParts::Finite { coefficient: 0, .. }
+        ),
+        Some(_) => true,
     }
 }
