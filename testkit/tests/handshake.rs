@@ -2,7 +2,7 @@
 
 mod common;
 
-use mongodb::bson::{Bson, doc};
+use mongodb::bson::{Bson, Document, doc};
 
 #[tokio::test]
 async fn hello_reply_has_the_replica_set_shape() {
@@ -201,6 +201,22 @@ async fn unknown_commands_get_command_not_found() {
     assert_eq!(c.code, 59);
     assert_eq!(c.code_name, "CommandNotFound");
     assert_eq!(c.message, "no such command: 'frobnicate'");
+}
+
+#[tokio::test]
+async fn cluster_time_is_on_every_reply_and_advances_with_writes() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    let before: Document = db.run_command(doc! {"ping": 1}).await.unwrap();
+    let t0 = before.get_timestamp("operationTime").unwrap();
+    db.collection::<Document>("c")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    let after = db.run_command(doc! {"ping": 1}).await.unwrap();
+    let t1 = after.get_timestamp("operationTime").unwrap();
+    assert!(t1 > t0, "{t1:?} > {t0:?}");
 }
 
 #[test]

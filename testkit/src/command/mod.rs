@@ -10,10 +10,11 @@
 
 pub mod admin;
 pub mod args;
-
+pub mod catalog;
 pub mod handshake;
-
+pub mod read;
 pub mod session;
+pub mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -344,6 +345,28 @@ async fn execute(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         "endSessions" => session::end_sessions(ctx, request),
         "killAllSessions" => session::kill_all_sessions(ctx, request),
         "refreshSessions" => session::refresh_sessions(ctx, request),
+        "listDatabases" => catalog::list_databases(ctx, request),
+        "listCollections" => catalog::list_collections(ctx, request),
+        "listIndexes" => catalog::list_indexes(ctx, request),
+        "create" => catalog::create(ctx, request),
+        "drop" => catalog::drop(ctx, request),
+        "dropDatabase" => catalog::drop_database(ctx, request),
+        "renameCollection" => catalog::rename_collection(ctx, request),
+        "createIndexes" => catalog::create_indexes(ctx, request),
+        "dropIndexes" | "deleteIndexes" => catalog::drop_indexes(ctx, request),
+        "collMod" => catalog::coll_mod(ctx, request),
+        "collStats" => catalog::coll_stats(ctx, request),
+        "dbStats" => catalog::db_stats(ctx, request),
+        "insert" => write::insert(ctx, request),
+        "update" => write::update(ctx, request),
+        "delete" => write::delete(ctx, request),
+        "findAndModify" | "findandmodify" => write::find_and_modify(ctx, request),
+        "find" => read::find(ctx, request),
+        "getMore" => read::get_more(ctx, request).await,
+        "killCursors" => read::kill_cursors(ctx, request),
+        "count" => read::count(ctx, request),
+        "distinct" => read::distinct(ctx, request),
+        "aggregate" => read::aggregate(ctx, request).await,
         other => Err(CommandError::new(59, format!("no such command: '{other}'"))),
     }
 }

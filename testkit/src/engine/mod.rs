@@ -7,12 +7,15 @@
 //! Locking (all std locks, none held across an `.await`): the catalog lock is taken before a
 //! collection lock, and a collection lock before the oplog mutex, never the other way round.
 
+pub mod catalog;
+pub mod collection;
 pub mod cursor;
 pub mod failpoint;
-
+pub mod index;
 pub mod namespace;
 pub mod oplog;
-
+pub mod oplog_view;
+pub mod scan;
 pub mod session;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use bson::{DateTime, Timestamp};
 
+pub use self::catalog::Catalog;
 use self::cursor::CursorTable;
 use self::failpoint::FailPoints;
 use self::oplog::{Oplog, OplogOp};
@@ -60,7 +64,8 @@ pub struct EngineConfig {
 pub struct Engine {
     /// Static configuration.
     pub config: EngineConfig,
-
+    /// Databases, collections, views and their documents.
+    pub catalog: Catalog,
     /// The logical clock and the oplog.
     pub oplog: Oplog,
     /// Open cursors.
@@ -92,6 +97,7 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         let oplog = Oplog::new(config.oplog_max_events);
         Engine {
+            catalog: Catalog::default(),
             oplog,
             cursors: CursorTable::default(),
             sessions: SessionTable::default(),
