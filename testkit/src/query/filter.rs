@@ -863,6 +863,11 @@ fn first_line(s: &str) -> &str {
 }
 
 impl RegexPred {
+    /// Tests one value (crate-internal).
+    pub(crate) fn matches_value(&self, v: Val<'_>) -> bool {
+        self.matches(v)
+    }
+
     /// Strings and symbols are searched; a stored regex matches when identical.
     fn matches(&self, v: Val<'_>) -> bool {
         match v.view() {

@@ -406,6 +406,392 @@ pub(crate) fn decimal_to_f64(d: Decimal128) -> f64 {
     }
 }
 
+/// A BSON number that keeps its type, for arithmetic with mongod's type promotion
+/// (int32 < int64 < double < decimal128).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Num {
+    I32(i32),
+    I64(i64),
+    F64(f64),
+    Dec(Decimal128),
+}
+
+impl Num {
+    /// The numeric value of a BSON value, if it is a number.
+    pub(crate) fn from_bson(b: &bson::Bson) -> Option<Num> {
+        match b {
+            bson::Bson::Int32(i) => Some(Num::I32(*i)),
+            bson::Bson::Int64(i) => Some(Num::I64(*i)),
+            bson::Bson::Double(d) => Some(Num::F64(*d)),
+            bson::Bson::Decimal128(d) => Some(Num::Dec(*d)),
+            _ => None,
+        }
+    }
+
+    /// Back to BSON.
+    pub(crate) fn to_bson(self) -> bson::Bson {
+        match self {
+            Num::I32(i) => bson::Bson::Int32(i),
+            Num::I64(i) => bson::Bson::Int64(i),
+            Num::F64(d) => bson::Bson::Double(d),
+            Num::Dec(d) => bson::Bson::Decimal128(d),
+        }
+    }
+
+    /// The comparison view.
+    pub(crate) fn number(self) -> Number {
+        match self {
+            Num::I32(i) => Number::Int(i64::from(i)),
+            Num::I64(i) => Number::Int(i),
+            Num::F64(d) => Number::Double(d),
+            Num::Dec(d) => Number::Decimal(d),
+        }
+    }
+
+    /// The nearest double.
+    pub(crate) fn to_f64(self) -> f64 {
+        match self {
+            Num::I32(i) => f64::from(i),
+            Num::I64(i) => i as f64,
+            Num::F64(d) => d,
+            Num::Dec(d) => decimal_to_f64(d),
+        }
+    }
+
+    /// The value as a decimal128 (doubles rounded to 15 significant digits, as mongod's
+    /// `Decimal128(double)` does).
+    pub(crate) fn to_dec(self) -> Decimal128 {
+        match self {
+            Num::I32(i) => decimal_from_parts(i < 0, u128::from(i.unsigned_abs()), 0),
+            Num::I64(i) => decimal_from_parts(i < 0, u128::from(i.unsigned_abs()), 0),
+            Num::Dec(d) => d,
+            Num::F64(d) => {
+                if d.is_nan() {
+                    decimal_nan()
+                } else if d.is_infinite() {
+                    decimal_inf(d < 0.0)
+                } else {
+                    let s = format!("{d:.14e}");
+                    s.parse::<Decimal128>().unwrap_or_else(|_| decimal_nan())
+                }
+            }
+        }
+    }
+
+    /// True for a zero of any type.
+    pub(crate) fn is_zero(self) -> bool {
+        cmp_numbers(self.number(), Number::Int(0)).is_eq()
+            && !matches!(self, Num::F64(d) if d.is_nan())
+            && !matches!(self, Num::Dec(d) if decimal_parts(d) == DecParts::NaN)
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Num::I32(_) => 0,
+            Num::I64(_) => 1,
+            Num::F64(_) => 2,
+            Num::Dec(_) => 3,
+        }
+    }
+}
+
+/// Arithmetic operations with mongod's type promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+}
+
+/// `a op b` with the result type of the wider operand; int32 overflow widens to int64.
+/// Returns `None` when an int64 result overflows (the caller decides: updates fail, aggregation
+/// falls back to double).
+pub(crate) fn arith(op: ArithOp, a: Num, b: Num) -> Option<Num> {
+    let rank = a.rank().max(b.rank());
+    match rank {
+        0 | 1 => {
+            let x = match a {
+                Num::I32(i) => i64::from(i),
+                Num::I64(i) => i,
+                _ => 0,
+            };
+            let y = match b {
+                Num::I32(i) => i64::from(i),
+                Num::I64(i) => i,
+                _ => 0,
+            };
+            let r = match op {
+                ArithOp::Add => x.checked_add(y),
+                ArithOp::Sub => x.checked_sub(y),
+                ArithOp::Mul => x.checked_mul(y),
+            }?;
+            if rank == 0 {
+                Some(i32::try_from(r).map_or(Num::I64(r), Num::I32))
+            } else {
+                Some(Num::I64(r))
+            }
+        }
+        2 => {
+            let (x, y) = (a.to_f64(), b.to_f64());
+            Some(Num::F64(match op {
+                ArithOp::Add => x + y,
+                ArithOp::Sub => x - y,
+                ArithOp::Mul => x * y,
+            }))
+        }
+        _ => Some(Num::Dec(dec_arith(op, a.to_dec(), b.to_dec()))),
+    }
+}
+
+/// An exact decimal: `(-1)^neg * digits * 10^exp` (digits most significant first).
+#[derive(Debug, Clone)]
+struct BigDec {
+    neg: bool,
+    digits: Vec<u8>,
+    exp: i32,
+}
+
+impl BigDec {
+    fn from_parts(neg: bool, coeff: u128, exp: i32) -> Self {
+        let digits = if coeff == 0 {
+            vec![0]
+        } else {
+            u128_digits(coeff)
+        };
+        BigDec { neg, digits, exp }
+    }
+
+    /// Digits padded so that the last digit has power `exp`.
+    fn aligned(&self, exp: i32) -> Vec<u8> {
+        let mut d = self.digits.clone();
+        let pad = usize::try_from(self.exp - exp).unwrap_or(0);
+        d.extend(std::iter::repeat_n(0, pad));
+        d
+    }
+}
+
+fn digits_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    let a = strip_leading(a);
+    let b = strip_leading(b);
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+fn strip_leading(a: &[u8]) -> &[u8] {
+    let n = a.iter().take_while(|d| **d == 0).count();
+    &a[n.min(a.len().saturating_sub(1))..]
+}
+
+fn digits_add(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(a.len().max(b.len()) + 1);
+    let (mut i, mut j, mut carry) = (a.len(), b.len(), 0u8);
+    while i > 0 || j > 0 || carry > 0 {
+        let x = if i > 0 {
+            i -= 1;
+            a[i]
+        } else {
+            0
+        };
+        let y = if j > 0 {
+            j -= 1;
+            b[j]
+        } else {
+            0
+        };
+        let s = x + y + carry;
+        out.push(s % 10);
+        carry = s / 10;
+    }
+    out.reverse();
+    out
+}
+
+/// `a - b` for `a >= b`.
+fn digits_sub(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(a.len());
+    let (mut i, mut j, mut borrow) = (a.len(), b.len(), 0i8);
+    while i > 0 {
+        i -= 1;
+        let y = if j > 0 {
+            j -= 1;
+            b[j] as i8
+        } else {
+            0
+        };
+        let mut d = a[i] as i8 - y - borrow;
+        borrow = 0;
+        if d < 0 {
+            d += 10;
+            borrow = 1;
+        }
+        out.push(d as u8);
+    }
+    out.reverse();
+    out
+}
+
+fn digits_mul(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut acc = vec![0u32; a.len() + b.len()];
+    for (i, x) in a.iter().enumerate().rev() {
+        for (j, y) in b.iter().enumerate().rev() {
+            acc[i + j + 1] += u32::from(*x) * u32::from(*y);
+        }
+    }
+    for k in (1..acc.len()).rev() {
+        let carry = acc[k] / 10;
+        acc[k] %= 10;
+        acc[k - 1] += carry;
+    }
+    acc.into_iter().map(|d| d as u8).collect()
+}
+
+/// Rounds an exact decimal to decimal128 (34 digits, half-even), as IEEE 754-2008 requires.
+fn round_to_decimal(v: BigDec) -> Decimal128 {
+    let digits = strip_leading(&v.digits).to_vec();
+    let mut exp = v.exp;
+    let mut digits = digits;
+    if digits.len() > 34 {
+        let cut = digits.len() - 34;
+        let kept: Vec<u8> = digits[..34].to_vec();
+        let first_dropped = digits[34];
+        let rest_nonzero = digits[35..].iter().any(|d| *d != 0);
+        let last_kept_odd = kept.last().is_some_and(|d| d % 2 == 1);
+        let round_up = first_dropped > 5 || (first_dropped == 5 && (rest_nonzero || last_kept_odd));
+        digits = if round_up {
+            digits_add(&kept, &[1])
+        } else {
+            kept
+        };
+        exp += i32::try_from(cut).unwrap_or(i32::MAX);
+        if digits.len() > 34 {
+            digits.pop();
+            exp += 1;
+        }
+    }
+    // Clamp into the representable exponent range.
+    if exp > 6111 {
+        // Try to fold the exponent into the coefficient (clamping), else overflow to infinity.
+        let room = 34usize.saturating_sub(digits.len());
+        let need = usize::try_from(exp - 6111).unwrap_or(usize::MAX);
+        if need <= room {
+            digits.extend(std::iter::repeat_n(0, need));
+            exp = 6111;
+        } else if digits.iter().all(|d| *d == 0) {
+            exp = 6111;
+        } else {
+            return decimal_inf(v.neg);
+        }
+    }
+    if exp < -6176 {
+        let drop = usize::try_from(-6176 - exp).unwrap_or(usize::MAX);
+        if drop >= digits.len() {
+            return decimal_from_parts(v.neg, 0, -6176);
+        }
+        digits.truncate(digits.len() - drop);
+        exp = -6176;
+    }
+    let coeff = digits
+        .iter()
+        .fold(0u128, |acc, d| acc * 10 + u128::from(*d));
+    decimal_from_parts(v.neg, coeff, exp)
+}
+
+/// Decimal128 arithmetic with IEEE semantics for NaN and infinities.
+pub(crate) fn dec_arith(op: ArithOp, a: Decimal128, b: Decimal128) -> Decimal128 {
+    let (pa, pb) = (decimal_parts(a), decimal_parts(b));
+    match (pa, pb) {
+        (DecParts::NaN, _) | (_, DecParts::NaN) => return decimal_nan(),
+        (DecParts::Inf { negative: x }, DecParts::Inf { negative: y }) => {
+            return match op {
+                ArithOp::Add if x == y => decimal_inf(x),
+                ArithOp::Sub if x != y => decimal_inf(x),
+                ArithOp::Mul => decimal_inf(x != y),
+                _ => decimal_nan(),
+            };
+        }
+        (
+            DecParts::Inf { negative },
+            DecParts::Finite {
+                negative: n2,
+                coefficient,
+                ..
+            },
+        ) => {
+            return match op {
+                ArithOp::Mul if coefficient == 0 => decimal_nan(),
+                ArithOp::Mul => decimal_inf(negative != n2),
+                _ => decimal_inf(negative),
+            };
+        }
+        (
+            DecParts::Finite {
+                negative,
+                coefficient,
+                ..
+            },
+            DecParts::Inf { negative: n2 },
+        ) => {
+            return match op {
+                ArithOp::Mul if coefficient == 0 => decimal_nan(),
+                ArithOp::Mul => decimal_inf(negative != n2),
+                ArithOp::Add => decimal_inf(n2),
+                ArithOp::Sub => decimal_inf(!n2),
+            };
+        }
+        _ => {}
+    }
+    let (
+        DecParts::Finite {
+            negative: na,
+            coefficient: ca,
+            exponent: ea,
+        },
+        DecParts::Finite {
+            negative: nb,
+            coefficient: cb,
+            exponent: eb,
+        },
+    ) = (pa, pb)
+    else {
+        return decimal_nan();
+    };
+    let x = BigDec::from_parts(na, ca, ea);
+    let mut y = BigDec::from_parts(nb, cb, eb);
+    match op {
+        ArithOp::Mul => round_to_decimal(BigDec {
+            neg: na != nb,
+            digits: digits_mul(&x.digits, &y.digits),
+            exp: ea + eb,
+        }),
+        ArithOp::Add | ArithOp::Sub => {
+            if op == ArithOp::Sub {
+                y.neg = !y.neg;
+            }
+            let exp = x.exp.min(y.exp);
+            let (dx, dy) = (x.aligned(exp), y.aligned(exp));
+            if x.neg == y.neg {
+                round_to_decimal(BigDec {
+                    neg: x.neg,
+                    digits: digits_add(&dx, &dy),
+                    exp,
+                })
+            } else {
+                match digits_cmp(&dx, &dy) {
+                    Ordering::Less => round_to_decimal(BigDec {
+                        neg: y.neg,
+                        digits: digits_sub(strip_leading(&dy), strip_leading(&dx)),
+                        exp,
+                    }),
+                    _ => round_to_decimal(BigDec {
+                        neg: x.neg && digits_cmp(&dx, &dy).is_gt(),
+                        digits: digits_sub(strip_leading(&dx), strip_leading(&dy)),
+                        exp,
+                    }),
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,5 +868,40 @@ mod tests {
             DecParts::Inf { negative: true }
         );
         assert_eq!(decimal_to_f64(dec("2.5")), 2.5);
+        let big = dec("9999999999999999999999999999999999");
+        assert!(
+            matches!(decimal_parts(big), DecParts::Finite { coefficient, .. } if coefficient == 10u128.pow(34) - 1)
+        );
+    }
+
+    #[test]
+    fn arithmetic_promotes_types_like_mongod() {
+        assert_eq!(
+            arith(ArithOp::Add, Num::I32(1), Num::I32(2)),
+            Some(Num::I32(3))
+        );
+        assert_eq!(
+            arith(ArithOp::Add, Num::I32(i32::MAX), Num::I32(1)),
+            Some(Num::I64(i64::from(i32::MAX) + 1))
+        );
+        assert_eq!(arith(ArithOp::Add, Num::I64(i64::MAX), Num::I32(1)), None);
+        assert_eq!(
+            arith(ArithOp::Mul, Num::I32(3), Num::F64(0.5)),
+            Some(Num::F64(1.5))
+        );
+        assert_eq!(
+            arith(ArithOp::Add, Num::Dec(dec("1.1")), Num::I32(2)),
+            Some(Num::Dec(dec("3.1")))
+        );
+        assert_eq!(dec_arith(ArithOp::Sub, dec("1"), dec("3.50")), dec("-2.50"));
+        assert_eq!(dec_arith(ArithOp::Mul, dec("1.5"), dec("-2")), dec("-3.0"));
+        assert_eq!(
+            dec_arith(
+                ArithOp::Add,
+                dec("9999999999999999999999999999999999"),
+                dec("1")
+            ),
+            dec("1.000000000000000000000000000000000E+34")
+        );
     }
 }

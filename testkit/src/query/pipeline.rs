@@ -106,6 +106,22 @@ impl Pipeline {
         Err(QueryError::not_implemented("pipelines"))
     }
 
+    /// Parses the pipeline of a pipeline-style update (only `$addFields`/`$set`, `$project`/
+    /// `$unset`, `$replaceRoot`/`$replaceWith` are allowed there).
+    pub(crate) fn parse_update(stages: &RawArray, vars: &Variables) -> Result<Self, QueryError> {
+        Self::parse(stages, vars)
+    }
+
+    /// Runs a pipeline-style update over one document.
+    pub(crate) fn run_update(
+        &self,
+        doc: &bson::Document,
+        vars: &Variables,
+    ) -> Result<bson::Document, QueryError> {
+        let _ = (doc, vars);
+        Err(QueryError::not_implemented("pipeline updates"))
+    }
+
     /// The stages in order.
     pub fn stages(&self) -> &[Stage] {
         &self.stages
