@@ -307,12 +307,46 @@ fn parse_statement_update(
     Ok((filter, update, multi, upsert))
 }
 
+/// Refuses statement fields mongod 7.0's IDL does not know, failing the whole command as mongod
+/// does (e.g. `sort` in an update statement arrived with 8.0).
+fn check_statement_fields(
+    statements: &[RawDocumentBuf],
+    context: &str,
+    allowed: &[&str],
+) -> Result<(), CommandError> {
+    for statement in statements {
+        for element in statement.iter() {
+            let (key, _) = element?;
+            if !allowed.contains(&key.as_str()) {
+                return Err(CommandError::unknown_field(context, key.as_str()));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `update`.
 pub fn update(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
     validate_coll_name(&ns.db, &ns.coll)?;
     let statements = array_or_sequence(request, "updates")?;
     check_batch(request, statements.len())?;
+    check_statement_fields(
+        &statements,
+        "update.updates",
+        &[
+            "q",
+            "u",
+            "c",
+            "upsert",
+            "multi",
+            "arrayFilters",
+            "hint",
+            "collation",
+            "upsertSupplied",
+            "sampleId",
+        ],
+    )?;
     let ordered = ordered(request)?;
     let vars = command_variables(request)?;
     let engine = ctx.engine;
@@ -325,10 +359,7 @@ pub fn update(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         let result = (|| -> Result<UpdateOutcome, CommandError> {
             let (filter, update, multi, upsert) = parse_statement_update(statement, &vars)?;
             let hint = Fields::new("update.updates", statement).get("hint");
-            let sort = match Fields::new("update.updates", statement).doc("sort")? {
-                Some(s) if !multi => Some(SortSpec::parse(s)?),
-                _ => None,
-            };
+            let sort: Option<SortSpec> = None;
             let outcome = with_collection(engine, &ns, upsert, |coll, data| {
                 check_hint(data, hint)?;
                 apply_update(
@@ -378,6 +409,11 @@ pub fn delete(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
     let statements = array_or_sequence(request, "deletes")?;
     check_batch(request, statements.len())?;
+    check_statement_fields(
+        &statements,
+        "delete.deletes",
+        &["q", "limit", "hint", "collation", "sampleId"],
+    )?;
     let ordered = ordered(request)?;
     let vars = command_variables(request)?;
     let engine = ctx.engine;

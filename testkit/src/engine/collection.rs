@@ -415,7 +415,9 @@ impl CollectionData {
     ) -> Result<Arc<RawDocumentBuf>, CommandError> {
         self.validate(&doc, None)?;
         let id_key = id_key(&doc);
-        if self.id_index.contains_key(&id_key) {
+        // Time-series collections store measurements in buckets and have no unique `_id`.
+        let timeseries = self.options.timeseries;
+        if !timeseries && self.id_index.contains_key(&id_key) {
             return Err(Self::id_duplicate(ns, &doc));
         }
         let keys = self.index_keys(ns, &doc, None)?;
@@ -423,7 +425,9 @@ impl CollectionData {
         self.next_record += 1;
         let doc = Arc::new(doc);
         self.data_size += doc.as_bytes().len() as u64;
-        self.id_index.insert(id_key, rid);
+        if !timeseries {
+            self.id_index.insert(id_key, rid);
+        }
         for (index, keys) in self.indexes.iter_mut().zip(keys) {
             for key in keys {
                 index.entries.insert((key, rid));
@@ -485,7 +489,10 @@ impl CollectionData {
     /// Removes a record; returns its document.
     pub fn remove(&mut self, rid: RecordId) -> Option<Arc<RawDocumentBuf>> {
         let doc = self.records.remove(&rid)?;
-        self.id_index.remove(&id_key(&doc));
+        let key = id_key(&doc);
+        if self.id_index.get(&key) == Some(&rid) {
+            self.id_index.remove(&key);
+        }
         for index in &mut self.indexes {
             for key in index.spec.keys(&doc).unwrap_or_default() {
                 index.entries.remove(&(key, rid));
