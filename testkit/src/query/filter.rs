@@ -863,6 +863,11 @@ fn first_line(s: &str) -> &str {
 }
 
 impl RegexPred {
+    /// The compiled pattern.
+    pub(crate) fn regex(&self) -> &Regex {
+        &self.regex
+    }
+
     /// Tests one value (crate-internal).
     pub(crate) fn matches_value(&self, v: Val<'_>) -> bool {
         self.matches(v)
@@ -1452,6 +1457,23 @@ mod tests {
                 .matches_bson(&doc! {"a": 1})
                 .expect("eval")
         );
+    }
+
+    #[test]
+    fn expr_uses_aggregation_semantics_and_let_variables() {
+        let vars = Variables::new().with_let(&rawdoc! {"id": 1}).expect("let");
+        let f = Filter::parse_with(&rawdoc! {"$expr": {"$eq": ["$_id", "$$id"]}}, &vars)
+            .expect("filter");
+        assert!(f.matches(&rawdoc! {"_id": 1}).expect("eval"));
+        assert!(!f.matches(&rawdoc! {"_id": 2}).expect("eval"));
+        // No type bracketing inside $expr: a string is greater than a number.
+        let f = Filter::parse(&rawdoc! {"$expr": {"$gt": ["$a", 5]}}).expect("filter");
+        assert!(f.matches(&rawdoc! {"a": "x"}).expect("eval"));
+        let f = Filter::parse(&rawdoc! {"$expr": {"$divide": [1, "$z"]}}).expect("filter");
+        assert!(f.matches(&rawdoc! {"z": 0}).is_err());
+        let e = Filter::parse(&rawdoc! {"a": {"$elemMatch": {"$expr": {"$eq": [1, 1]}}}})
+            .expect_err("$expr in $elemMatch");
+        assert_eq!(e.code, 2);
     }
 
     #[test]
