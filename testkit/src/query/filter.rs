@@ -196,6 +196,17 @@ impl Filter {
         eval(&self.root, DocRef::Owned(doc), &self.vars, &mut details)
     }
 
+    /// Crate-internal: tests a decoded document with runtime variables (sub-pipelines of
+    /// `$lookup` bind their `let` variables per document).
+    pub(crate) fn matches_bson_with(
+        &self,
+        doc: &Document,
+        vars: &Variables,
+    ) -> Result<bool, QueryError> {
+        let mut details = MatchDetails::default();
+        eval(&self.root, DocRef::Owned(doc), vars, &mut details)
+    }
+
     /// Crate-internal: tests a document of either representation.
     pub(crate) fn matches_ref(&self, doc: DocRef<'_>) -> Result<bool, QueryError> {
         let mut details = MatchDetails::default();

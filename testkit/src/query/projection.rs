@@ -56,11 +56,39 @@ impl Projection {
 
     /// Parses a projection whose expressions may use the given variables.
     pub fn parse_with(spec: &RawDocument, vars: &Variables) -> Result<Self, QueryError> {
+        Self::parse_ref(DocRef::Raw(spec), vars, false)
+    }
+
+    /// Parses a `$project` stage: like a find projection, except that `$slice`,
+    /// `$elemMatch` and other operators are aggregation expressions and the positional form
+    /// does not exist.
+    pub(crate) fn parse_aggregation(
+        spec: DocRef<'_>,
+        vars: &Variables,
+    ) -> Result<Self, QueryError> {
+        if spec.is_empty() {
+            return Err(loc(
+                51272,
+                "Invalid $project :: caused by :: projection specification must have at least one field",
+            ));
+        }
+        Self::parse_ref(spec, vars, true)
+    }
+
+    fn parse_ref(
+        spec: DocRef<'_>,
+        vars: &Variables,
+        aggregation: bool,
+    ) -> Result<Self, QueryError> {
         let mut root: Vec<(String, Item)> = Vec::new();
         let mut mode: Option<(bool, String)> = None;
         let mut positional = false;
-        for (path, value) in DocRef::Raw(spec).iter() {
-            let (path, item) = parse_item(path, value, vars, &mut positional)?;
+        for (path, value) in spec.iter() {
+            let (path, item) = if aggregation {
+                parse_agg_item(path, value, vars)?
+            } else {
+                parse_item(path, value, vars, &mut positional)?
+            };
             let kind = item_kind(&item);
             if path != "_id" && kind != Kind::Neutral {
                 let incl = kind == Kind::Inclusion;
@@ -117,23 +145,41 @@ impl Projection {
         doc: &RawDocument,
         details: Option<&MatchDetails>,
     ) -> Result<RawDocumentBuf, QueryError> {
-        let out = self.apply_document(&raw_doc_to_document(doc), doc, details)?;
+        let out = self.apply_document(&raw_doc_to_document(doc), DocRef::Raw(doc), details)?;
         RawDocumentBuf::try_from(&out).map_err(|e| {
             QueryError::bad_value(format!("cannot encode the projected document: {e}"))
         })
     }
 
-    /// Projects a decoded document (crate-internal; `raw` is the same document for
-    /// expressions).
+    /// Projects a decoded document (crate-internal).
+    pub(crate) fn apply_bson(
+        &self,
+        doc: &Document,
+        vars: &Variables,
+    ) -> Result<Document, QueryError> {
+        self.apply_with(doc, DocRef::Owned(doc), None, vars)
+    }
+
+    /// Projects a decoded document; `raw` is the same document as seen by expressions.
     fn apply_document(
         &self,
         doc: &Document,
-        raw: &RawDocument,
+        raw: DocRef<'_>,
         details: Option<&MatchDetails>,
+    ) -> Result<Document, QueryError> {
+        self.apply_with(doc, raw, details, &self.vars)
+    }
+
+    fn apply_with(
+        &self,
+        doc: &Document,
+        raw: DocRef<'_>,
+        details: Option<&MatchDetails>,
+        vars: &Variables,
     ) -> Result<Document, QueryError> {
         let ctx = Ctx {
             root: raw,
-            vars: &self.vars,
+            vars,
             positional: details.and_then(MatchDetails::positional_index),
         };
         if self.inclusion {
@@ -147,7 +193,7 @@ impl Projection {
 }
 
 struct Ctx<'a> {
-    root: &'a RawDocument,
+    root: DocRef<'a>,
     vars: &'a Variables,
     positional: Option<usize>,
 }
@@ -293,6 +339,58 @@ fn parse_item(
             }
         }
         // Strings, arrays and other literals are expressions (4.4+): "$b" computes, "x" sets.
+        _ => Item::Expr(Box::new(Expression::parse_val(value, vars)?)),
+    };
+    Ok((path.to_owned(), item))
+}
+
+/// One field of a `$project` stage.
+fn parse_agg_item(
+    path: &str,
+    value: Val<'_>,
+    vars: &Variables,
+) -> Result<(String, Item), QueryError> {
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        return Err(loc(
+            40352,
+            "FieldPath cannot be constructed with empty string",
+        ));
+    }
+    if path.starts_with('$') {
+        return Err(loc(
+            16410,
+            "FieldPath field names may not start with '$'. Consider using $getField or $setField.",
+        ));
+    }
+    let item = match value.view() {
+        super::value::View::Bool(b) => {
+            if b {
+                Item::Include
+            } else {
+                Item::Exclude
+            }
+        }
+        v if as_number(v).is_some() => {
+            let zero = as_number(v)
+                .is_some_and(|n| super::numeric::cmp_numbers(n, Number::Int(0)).is_eq());
+            if zero { Item::Exclude } else { Item::Include }
+        }
+        super::value::View::Doc(d) if !d.iter().next().is_some_and(|(k, _)| k.starts_with('$')) => {
+            let mut children = Vec::new();
+            for (k, v) in d.iter() {
+                let (p, item) = parse_agg_item(k, v, vars)?;
+                insert_path(&mut children, &p, item)?;
+            }
+            if children.is_empty() {
+                return Err(loc(
+                    51270,
+                    format!(
+                        "An empty sub-projection is not a valid value. Found empty object at path {path}"
+                    ),
+                ));
+            }
+            Item::Sub(children)
+        }
         _ => Item::Expr(Box::new(Expression::parse_val(value, vars)?)),
     };
     Ok((path.to_owned(), item))
@@ -475,7 +573,7 @@ fn append_computed(
     for (k, item) in tree {
         match item {
             Item::Expr(e) => {
-                if let Some(v) = e.eval_doc(DocRef::Raw(ctx.root), ctx.vars)? {
+                if let Some(v) = e.eval_doc(ctx.root, ctx.vars)? {
                     out.insert(k.clone(), v);
                 }
             }

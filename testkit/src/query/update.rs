@@ -2313,6 +2313,59 @@ mod tests {
     }
 
     #[test]
+    fn pipeline_updates_and_their_descriptions() {
+        let stages = rawdoc! {"u": [{"$replaceWith": {"$setField": {"field": {"$literal": "$a"}, "value": 1, "input": "$$ROOT"}}}]};
+        let u = Update::parse(
+            RawBsonRef::Array(stages.get_array("u").expect("array")),
+            None,
+        )
+        .expect("valid pipeline update");
+        assert!(u.is_pipeline());
+        let r = u
+            .apply(&rawdoc! {"_id": 1, "foo": {}}, None)
+            .expect("applies")
+            .expect("changes");
+        assert_eq!(raw_doc_to_document(&r), doc! {"_id": 1, "foo": {}, "$a": 1});
+        let stages = rawdoc! {"u": [{"$set": {"array": ["foo", {"a": "bar"}]}}]};
+        let u = Update::parse(
+            RawBsonRef::Array(stages.get_array("u").expect("array")),
+            None,
+        )
+        .expect("valid pipeline update");
+        let a = u
+            .apply_logged(
+                &rawdoc! {"_id": 1, "a": 1, "array": ["foo", {"a": "bar"}, 1, 2, 3]},
+                None,
+            )
+            .expect("applies")
+            .expect("changes");
+        let d = a.description.expect("described");
+        assert!(d.updated_fields.is_empty());
+        assert_eq!(d.truncated_arrays.len(), 1);
+        let stages = rawdoc! {"u": [{"$set": {"_id": 2}}]};
+        let u = Update::parse(
+            RawBsonRef::Array(stages.get_array("u").expect("array")),
+            None,
+        )
+        .expect("valid pipeline update");
+        assert_eq!(
+            u.apply(&rawdoc! {"_id": 1}, None)
+                .expect_err("immutable")
+                .code,
+            66
+        );
+        let f = Filter::parse(&rawdoc! {"k": 5}).expect("filter");
+        let stages = rawdoc! {"u": [{"$set": {"n": {"$add": ["$k", 1]}}}]};
+        let u = Update::parse(
+            RawBsonRef::Array(stages.get_array("u").expect("array")),
+            None,
+        )
+        .expect("valid pipeline update");
+        let d = raw_doc_to_document(&u.upsert_document(&f).expect("upsert"));
+        assert_eq!(d.get("n"), Some(&Bson::Int32(6)));
+    }
+
+    #[test]
     fn operator_log_describes_changes() {
         let u =
             upd(rawdoc! {"$set": {"x": 2, "n.new": 1}, "$unset": {"gone": 1}, "$push": {"arr": 4}});
