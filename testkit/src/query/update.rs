@@ -441,7 +441,15 @@ impl Update {
                 Ok((d, Vec::new()))
             }
             Kind::Pipeline(p) => {
-                let out = p.run_update(original, &self.vars)?;
+                let mut out = p.run_update(original, &self.vars)?;
+                // Like a replacement, a pipeline result without `_id` keeps the original one
+                // (mongod's ObjectReplaceExecutor re-adds it first).
+                if let (Some(id), None) = (original.get("_id"), out.get("_id")) {
+                    let mut with_id = Document::new();
+                    with_id.insert("_id", id.clone());
+                    with_id.extend(out);
+                    out = with_id;
+                }
                 check_id_unchanged(original, &out, is_insert)?;
                 validate_id(&out)?;
                 Ok((out, Vec::new()))
