@@ -1,3 +1,114 @@
-//! `mongoshift-testd`: the testkit server as a process (built by the testkit issues).
+//! `mongoshift-testd`: the testkit server as a process, for tests that drive subprocesses and for
+//! trying clients (mongosh, pymongo) by hand.
+//!
+//! `mongoshift-testd --port 0 --mode replset --replset rs0 [--oplog-max-events N]` prints
+//! `listening on 127.0.0.1:PORT` as its first stdout line, serves until SIGINT/SIGTERM, then
+//! exits 0.
 
-fn main() {}
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use mongoshift_testkit::{Mode, TestServer};
+
+/// Command-line options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mongoshift-testd",
+    version,
+    about = "A MongoDB wire-protocol test server"
+)]
+struct Args {
+    /// Port to listen on (127.0.0.1 only); 0 picks a free port.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Deployment to impersonate.
+    #[arg(long, value_enum, default_value_t = CliMode::Replset)]
+    mode: CliMode,
+    /// Replica-set name (replset mode).
+    #[arg(long, default_value = "rs0")]
+    replset: String,
+    /// Oplog entries to retain before history is lost.
+    #[arg(long, default_value_t = 100_000)]
+    oplog_max_events: usize,
+}
+
+/// The `--mode` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CliMode {
+    /// A single-member replica-set primary.
+    Replset,
+    /// A standalone mongod.
+    Standalone,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mode = match args.mode {
+        CliMode::Replset => Mode::ReplicaSet,
+        CliMode::Standalone => Mode::Standalone,
+    };
+    let server = match TestServer::builder()
+        .mode(mode)
+        .replica_set_name(args.replset)
+        .port(args.port)
+        .oplog_max_events(args.oplog_max_events)
+        .argv(std::env::args().collect())
+        .start_blocking()
+    {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("mongoshift-testd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    if writeln!(stdout, "listening on {}", server.addr())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mongoshift-testd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        wait_for_signal().await;
+        server.shutdown().await;
+    });
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,418 @@
+//! Command dispatch: from a parsed request to a reply document.
+//!
+//! Responsibilities: pull the generic arguments out of the command body (`$db`, `lsid`,
+//! `txnNumber`, `maxTimeMS`, ...), apply failpoints, the user-write block and retryable-write
+//! replay, route to the command family modules, and finish every reply with `ok`,
+//! `$clusterTime` and `operationTime` from the one logical clock.
+//!
+//! One module per command family, like mini-redis' `cmd/`: [`handshake`], [`admin`],
+//! [`catalog`], [`write`], [`read`], [`session`].
+
+pub mod admin;
+pub mod args;
+pub mod catalog;
+pub mod handshake;
+pub mod read;
+pub mod session;
+pub mod write;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::{Binary, RawDocumentBuf, Timestamp, cstr, rawdoc};
+
+use crate::engine::Engine;
+use crate::error::{CommandError, to_raw};
+use crate::wire::{DocumentSequence, OpMsg, OpQuery};
+
+/// Per-connection state the commands can see and change.
+#[derive(Debug, Clone, Default)]
+pub struct ConnState {
+    /// `connectionId` reported by hello.
+    pub id: i64,
+    /// The peer address (`whatsmyuri`).
+    pub peer: String,
+    /// `client.application.name` from the handshake (`failCommand` can target it).
+    pub app_name: Option<String>,
+    /// Whether the handshake's client metadata was received.
+    pub saw_client_metadata: bool,
+}
+
+/// A command ready to run: its body and generic arguments.
+#[derive(Debug)]
+pub struct Request {
+    /// The command name: the first key of the body.
+    pub name: String,
+    /// The target database (`$db`).
+    pub db: String,
+    /// The command document.
+    pub body: RawDocumentBuf,
+    /// kind-1 document sequences, by identifier.
+    pub sequences: Vec<DocumentSequence>,
+    /// The session id document, if any.
+    pub lsid: Option<bson::Document>,
+    /// The 16 bytes of `lsid.id`.
+    pub lsid_bytes: Option<Vec<u8>>,
+    /// `txnNumber`, for retryable writes and transactions.
+    pub txn_number: Option<i64>,
+    /// `maxTimeMS`, if given.
+    pub max_time_ms: Option<u64>,
+    /// `autocommit` (only `false` is legal, inside transactions).
+    pub autocommit: Option<bool>,
+}
+
+/// What running a command produced.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send this reply body (already finished with `ok` and cluster time).
+    Reply(RawDocumentBuf),
+    /// Send nothing (a `moreToCome` request).
+    NoReply,
+    /// Close the connection without replying (`closeConnection` failpoint).
+    Close,
+}
+
+/// Everything a command handler needs.
+pub struct Ctx<'a> {
+    /// The server state.
+    pub engine: &'a Arc<Engine>,
+    /// The connection the command arrived on.
+    pub conn: &'a mut ConnState,
+    /// The cluster time of this command's last write, reported as `operationTime`.
+    pub op_time: Option<Timestamp>,
+}
+
+/// The reply type of handlers: a body without `ok` or cluster-time fields.
+pub type Reply = Result<RawDocumentBuf, CommandError>;
+
+/// Commands that change user data or the catalog; blocked by `setUserWriteBlockMode`.
+const WRITE_COMMANDS: &[&str] = &[
+    "insert",
+    "update",
+    "delete",
+    "findAndModify",
+    "findandmodify",
+    "create",
+    "drop",
+    "dropDatabase",
+    "renameCollection",
+    "createIndexes",
+    "dropIndexes",
+    "collMod",
+];
+
+/// Commands that are retryable writes when they carry a `txnNumber`.
+const RETRYABLE_WRITES: &[&str] = &[
+    "insert",
+    "update",
+    "delete",
+    "findAndModify",
+    "findandmodify",
+];
+
+/// Error codes mongod labels `RetryableWriteError` on a retryable write
+/// (`ErrorCodes::isRetriableError` plus the not-primary and shutdown families).
+const RETRYABLE_CODES: &[i32] = &[
+    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+];
+
+/// Runs an OP_MSG request.
+pub async fn handle_msg(engine: &Arc<Engine>, conn: &mut ConnState, msg: OpMsg) -> Outcome {
+    let more_to_come = msg.more_to_come();
+    let outcome = run(engine, conn, msg.body, msg.sequences).await;
+    match outcome {
+        Outcome::Reply(_) if more_to_come => Outcome::NoReply,
+        other => other,
+    }
+}
+
+/// Runs an OP_QUERY request. Like mongod 5.1+, only the handshake is served this way.
+pub async fn handle_query(engine: &Arc<Engine>, conn: &mut ConnState, query: OpQuery) -> Outcome {
+    let name = query
+        .query
+        .iter()
+        .next()
+        .and_then(Result::ok)
+        .map(|(k, _)| k.as_str().to_string())
+        .unwrap_or_default();
+    let Some(db) = query.full_collection_name.strip_suffix(".$cmd") else {
+        return Outcome::Reply(op_query_error(&format!(
+            "Unsupported OP_QUERY command: {name}. The client driver may require an upgrade."
+        )));
+    };
+    if !matches!(name.as_str(), "hello" | "isMaster" | "ismaster") {
+        return Outcome::Reply(op_query_error(&format!(
+            "Unsupported OP_QUERY command: {name}. The client driver may require an upgrade. For more details see https://dochub.mongodb.org/core/legacy-opcode-removal"
+        )));
+    }
+    // OP_QUERY commands carry no `$db`: the namespace names the database.
+    let mut body = query.query.clone();
+    body.append(cstr!("$db"), db);
+    run(engine, conn, body, Vec::new()).await
+}
+
+fn op_query_error(message: &str) -> RawDocumentBuf {
+    rawdoc! { "$err": message, "code": 352, "codeName": "UnsupportedOpQueryCommand", "ok": 0.0 }
+}
+
+async fn run(
+    engine: &Arc<Engine>,
+    conn: &mut ConnState,
+    body: RawDocumentBuf,
+    sequences: Vec<DocumentSequence>,
+) -> Outcome {
+    let request = match args::parse_request(body, sequences) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Reply(finish_error(engine, &e, None)),
+    };
+    let mut ctx = Ctx {
+        engine,
+        conn,
+        op_time: None,
+    };
+
+    // failCommand is evaluated before the command runs, as mongod does.
+    let action = if request.name == "configureFailPoint" {
+        None
+    } else {
+        engine
+            .failpoints
+            .check_fail_command(&request.name, ctx.conn.app_name.as_deref())
+    };
+    let mut write_concern_error = None;
+    if let Some(action) = action {
+        if let Some(ms) = action.block_ms {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if action.close_connection {
+            return Outcome::Close;
+        }
+        if let Some(code) = action.error_code {
+            let mut err = CommandError::new(code, "Failing command via 'failCommand' failpoint");
+            match action.error_labels {
+                Some(labels) => {
+                    for l in labels {
+                        err = err.with_label(&l);
+                    }
+                }
+                None => {
+                    if is_retryable_write(&request) && RETRYABLE_CODES.contains(&code) {
+                        err = err.with_label("RetryableWriteError");
+                    }
+                }
+            }
+            if let Some(extra) = action.extra_info {
+                err.extra.insert("errInfo", extra);
+            }
+            return Outcome::Reply(finish_error(engine, &err, None));
+        }
+        write_concern_error = action.write_concern_error;
+    }
+
+    let retry = match prepare_retry(&ctx, &request) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Reply(finish_error(engine, &e, None)),
+    };
+    if let Some(reply) = retry.replay {
+        return Outcome::Reply(finish(engine, reply, None));
+    }
+
+    let result = match check_write_allowed(&ctx, &request) {
+        Ok(()) => execute(&mut ctx, &request).await,
+        Err(e) => Err(e),
+    };
+    let op_time = ctx.op_time;
+    match result {
+        Ok(mut body) => {
+            if let Some(wce) = write_concern_error {
+                match to_raw(&wce) {
+                    Ok(raw) => body.append(cstr!("writeConcernError"), raw),
+                    Err(e) => return Outcome::Reply(finish_error(engine, &e, op_time)),
+                }
+            }
+            if let (Some(lsid), Some(txn)) = (&retry.lsid, retry.txn_number) {
+                engine.sessions.store(lsid, txn, body.clone());
+            }
+            Outcome::Reply(finish(engine, body, op_time))
+        }
+        Err(mut e) => {
+            if is_retryable_write(&request) && RETRYABLE_CODES.contains(&e.code) {
+                e = e.with_label("RetryableWriteError");
+            }
+            Outcome::Reply(finish_error(engine, &e, op_time))
+        }
+    }
+}
+
+/// What retryable-write bookkeeping decided for a request.
+struct RetryPlan {
+    /// Set when the stored reply of an earlier execution must be replayed.
+    replay: Option<RawDocumentBuf>,
+    /// The session to store the reply under after executing.
+    lsid: Option<Vec<u8>>,
+    /// The txnNumber to store the reply under.
+    txn_number: Option<i64>,
+}
+
+fn is_retryable_write(request: &Request) -> bool {
+    request.txn_number.is_some()
+        && request.autocommit.is_none()
+        && RETRYABLE_WRITES.contains(&request.name.as_str())
+}
+
+fn prepare_retry(ctx: &Ctx<'_>, request: &Request) -> Result<RetryPlan, CommandError> {
+    let none = RetryPlan {
+        replay: None,
+        lsid: None,
+        txn_number: None,
+    };
+    let Some(txn_number) = request.txn_number else {
+        return Ok(none);
+    };
+    if !ctx.engine.is_replica_set() {
+        // What a standalone mongod answers; the driver rewrites it into its
+        // "does not support retryable writes" message.
+        return Err(CommandError::new(
+            20,
+            "Transaction numbers are only allowed on a replica set member or mongos",
+        ));
+    }
+    let Some(lsid) = request.lsid_bytes.clone() else {
+        return Err(CommandError::new(
+            50768,
+            "txnNumber may only be provided for multi-document transactions and retryable write commands. txnNumber requires a session id",
+        ));
+    };
+    if request.autocommit.is_some() {
+        return Err(CommandError::new(
+            20,
+            "Multi-document transactions are not supported by this test server yet",
+        ));
+    }
+    if !RETRYABLE_WRITES.contains(&request.name.as_str()) {
+        return Err(CommandError::new(
+            50768,
+            format!(
+                "txnNumber may only be provided for multi-document transactions and retryable write commands. Command: {}",
+                request.name
+            ),
+        ));
+    }
+    match ctx
+        .engine
+        .sessions
+        .begin_retryable(&lsid, txn_number, &request.name)?
+    {
+        crate::engine::session::RetryCheck::Replay(reply) => Ok(RetryPlan {
+            replay: Some(reply),
+            lsid: None,
+            txn_number: None,
+        }),
+        crate::engine::session::RetryCheck::Execute => Ok(RetryPlan {
+            replay: None,
+            lsid: Some(lsid),
+            txn_number: Some(txn_number),
+        }),
+    }
+}
+
+fn check_write_allowed(ctx: &Ctx<'_>, request: &Request) -> Result<(), CommandError> {
+    use std::sync::atomic::Ordering;
+    if WRITE_COMMANDS.contains(&request.name.as_str())
+        && ctx.engine.user_writes_blocked.load(Ordering::Acquire)
+        && !crate::engine::namespace::is_internal_db(&request.db)
+    {
+        // mongod 7.0: GlobalUserWriteBlockState::checkUserWritesAllowed.
+        return Err(CommandError::new(371, "User writes blocked"));
+    }
+    Ok(())
+}
+
+async fn execute(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
+    match request.name.as_str() {
+        "hello" | "isMaster" | "ismaster" => handshake::hello(ctx, request),
+        "ping" => Ok(RawDocumentBuf::new()),
+        "buildInfo" | "buildinfo" => admin::build_info(ctx, request),
+        "getParameter" => admin::get_parameter(ctx, request),
+        "hostInfo" => admin::host_info(ctx, request),
+        "serverStatus" => admin::server_status(ctx, request),
+        "replSetGetStatus" => admin::repl_set_get_status(ctx, request),
+        "connectionStatus" => admin::connection_status(ctx, request),
+        "getCmdLineOpts" => admin::get_cmd_line_opts(ctx, request),
+        "whatsmyuri" => admin::whats_my_uri(ctx, request),
+        "configureFailPoint" => admin::configure_fail_point(ctx, request),
+        "setUserWriteBlockMode" => admin::set_user_write_block_mode(ctx, request),
+        "endSessions" => session::end_sessions(ctx, request),
+        "killAllSessions" => session::kill_all_sessions(ctx, request),
+        "refreshSessions" => session::refresh_sessions(ctx, request),
+        "listDatabases" => catalog::list_databases(ctx, request),
+        "listCollections" => catalog::list_collections(ctx, request),
+        "listIndexes" => catalog::list_indexes(ctx, request),
+        "create" => catalog::create(ctx, request),
+        "drop" => catalog::drop(ctx, request),
+        "dropDatabase" => catalog::drop_database(ctx, request),
+        "renameCollection" => catalog::rename_collection(ctx, request),
+        "createIndexes" => catalog::create_indexes(ctx, request),
+        "dropIndexes" | "deleteIndexes" => catalog::drop_indexes(ctx, request),
+        "collMod" => catalog::coll_mod(ctx, request),
+        "collStats" => catalog::coll_stats(ctx, request),
+        "dbStats" => catalog::db_stats(ctx, request),
+        "insert" => write::insert(ctx, request),
+        "update" => write::update(ctx, request),
+        "delete" => write::delete(ctx, request),
+        "findAndModify" | "findandmodify" => write::find_and_modify(ctx, request),
+        "find" => read::find(ctx, request),
+        "getMore" => read::get_more(ctx, request).await,
+        "killCursors" => read::kill_cursors(ctx, request),
+        "count" => read::count(ctx, request),
+        "distinct" => read::distinct(ctx, request),
+        "aggregate" => read::aggregate(ctx, request).await,
+        other => Err(CommandError::new(59, format!("no such command: '{other}'"))),
+    }
+}
+
+/// The `$clusterTime` document: the current cluster time with a zero signature, as a mongod
+/// without keys signs it. The Rust driver requires `signature` to be present.
+fn cluster_time_doc(ts: Timestamp) -> RawDocumentBuf {
+    rawdoc! {
+        "clusterTime": ts,
+        "signature": {
+            "hash": Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0u8; 20] },
+            "keyId": 0i64,
+        },
+    }
+}
+
+/// Appends `ok: 1.0`, `$clusterTime` and `operationTime`.
+pub fn finish(
+    engine: &Engine,
+    mut body: RawDocumentBuf,
+    op_time: Option<Timestamp>,
+) -> RawDocumentBuf {
+    body.append(cstr!("ok"), 1.0);
+    append_cluster_time(engine, &mut body, op_time);
+    body
+}
+
+/// An error reply with cluster-time fields.
+pub fn finish_error(
+    engine: &Engine,
+    err: &CommandError,
+    op_time: Option<Timestamp>,
+) -> RawDocumentBuf {
+    let mut body = to_raw(&err.to_reply()).unwrap_or_else(|_| {
+        rawdoc! { "ok": 0.0, "errmsg": "error reply could not be encoded", "code": 1, "codeName": "InternalError" }
+    });
+    append_cluster_time(engine, &mut body, op_time);
+    body
+}
+
+fn append_cluster_time(engine: &Engine, body: &mut RawDocumentBuf, op_time: Option<Timestamp>) {
+    // A standalone mongod has no logical clock to gossip and sends neither field.
+    if !engine.is_replica_set() {
+        return;
+    }
+    let now = engine.oplog.cluster_time();
+    body.append(cstr!("$clusterTime"), cluster_time_doc(now));
+    body.append(cstr!("operationTime"), op_time.unwrap_or(now));
+}

@@ -1,0 +1,96 @@
+//! One client connection: reads request frames from the socket and writes reply frames.
+//!
+//! Responsibilities: enforce the message size limit before allocating, read exactly one
+//! message at a time (clients never pipeline except with `moreToCome`), verify checksums, and
+//! write replies with increasing request ids. It knows frames, not commands.
+
+use std::io;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::wire::{self, HEADER_LEN, Header, Request, WireError};
+
+/// Why a connection stopped reading.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The socket failed or the peer went away mid-message.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer broke the protocol; we close the connection, as mongod does.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] WireError),
+}
+
+/// A framed MongoDB connection over TCP.
+#[derive(Debug)]
+pub struct Connection {
+    /// Buffered read side: most requests are small, so buffering saves syscalls.
+    reader: BufReader<OwnedReadHalf>,
+    /// Buffered write side, flushed after every reply so a client never waits on our buffer.
+    writer: BufWriter<OwnedWriteHalf>,
+    /// Our own request-id counter for replies (clients that check `responseTo` ignore it,
+    /// but pymongo and Node expect it to be set).
+    next_request_id: i32,
+}
+
+impl Connection {
+    /// Wraps an accepted socket.
+    pub fn new(socket: TcpStream) -> Connection {
+        // Small replies (hello, acks) must not wait for Nagle's algorithm.
+        let _ = socket.set_nodelay(true);
+        let (read, write) = socket.into_split();
+        Connection {
+            reader: BufReader::with_capacity(64 * 1024, read),
+            writer: BufWriter::with_capacity(64 * 1024, write),
+            next_request_id: 1,
+        }
+    }
+
+    /// Reads the next request. `Ok(None)` means the peer closed the connection cleanly between
+    /// messages.
+    pub async fn read_request(&mut self) -> Result<Option<(Header, Request)>, ConnectionError> {
+        let mut header_bytes = [0u8; HEADER_LEN];
+        // Distinguish a clean close (EOF before any header byte) from a truncated message.
+        let n = self.reader.read(&mut header_bytes).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if n < HEADER_LEN {
+            self.reader.read_exact(&mut header_bytes[n..]).await?;
+        }
+        let header = Header::parse(&header_bytes);
+        // Validate the length before allocating: a hostile length must not make us reserve
+        // gigabytes.
+        let body_len = header.body_len()?;
+        let mut body = vec![0u8; body_len];
+        self.reader.read_exact(&mut body).await?;
+        if header.op_code == wire::OP_MSG && body.len() >= 4 {
+            let flags = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+            if flags & wire::FLAG_CHECKSUM_PRESENT != 0 {
+                wire::verify_checksum(&header_bytes, &body)?;
+            }
+        }
+        let request = wire::parse_request(&header, &body)?;
+        Ok(Some((header, request)))
+    }
+
+    /// Writes an already-encoded message and flushes it.
+    pub async fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.writer.write_all(frame).await?;
+        self.writer.flush().await
+    }
+
+    /// Allocates the request id for our next reply.
+    pub fn next_request_id(&mut self) -> i32 {
+        let id = self.next_request_id;
+        self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Closes the write side so the peer sees EOF promptly.
+    pub async fn shutdown(&mut self) {
+        let _ = self.writer.shutdown().await;
+    }
+}

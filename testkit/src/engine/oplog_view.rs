@@ -1,0 +1,204 @@
+//! `local.oplog.rs`: the retained oplog entries rendered as mongod's oplog documents.
+//!
+//! Each entry has at least `ts` (Timestamp), `t` (term, Int64), `v`, `wall` (Date), `op` and
+//! `ns`, so clients can compute the oplog window as the shell's `getReplicationInfo()` does
+//! (first and last entry by `{$natural: 1}` / `{$natural: -1}`). Data ops carry `ui` (the
+//! collection UUID), `o` and, for updates, `o2`. Update entries carry a simplified `$v: 2`
+//! delta (`{u: {...}, d: {...}}` with dotted paths) rather than mongod's nested diff format.
+
+use bson::{Bson, Document, RawDocumentBuf, doc};
+
+use crate::engine::Engine;
+use crate::engine::oplog::{DdlOp, OplogEntry, OplogOp};
+use crate::error::{CommandError, to_document, to_raw};
+use crate::query::Direction;
+use crate::query::filter::Filter;
+use crate::query::sort::SortSpec;
+
+/// Renders one op.
+fn op_document(op: &OplogOp) -> Result<Document, CommandError> {
+    let id_of = |d: &RawDocumentBuf| -> Result<Document, CommandError> {
+        let id = d
+            .get("_id")
+            .ok()
+            .flatten()
+            .map(crate::error::to_bson)
+            .transpose()?
+            .unwrap_or(Bson::Null);
+        Ok(doc! { "_id": id })
+    };
+    Ok(match op {
+        OplogOp::Insert { ns, uuid, doc } => doc! {
+            "op": "i", "ns": ns.to_string(), "ui": *uuid, "o": to_document(doc)?, "o2": id_of(doc)?,
+        },
+        OplogOp::Update {
+            ns,
+            uuid,
+            before,
+            after,
+            replacement,
+            ..
+        } => {
+            let o = if *replacement {
+                to_document(after)?
+            } else {
+                let desc = crate::query::diff::update_description(before, after);
+                let mut diff = Document::new();
+                if !desc.updated_fields.is_empty() {
+                    diff.insert("u", desc.updated_fields.clone());
+                }
+                if !desc.removed_fields.is_empty() {
+                    let mut d = Document::new();
+                    for f in &desc.removed_fields {
+                        d.insert(f.clone(), false);
+                    }
+                    diff.insert("d", d);
+                }
+                doc! { "$v": 2, "diff": diff }
+            };
+            doc! { "op": "u", "ns": ns.to_string(), "ui": *uuid, "o": o, "o2": id_of(after)? }
+        }
+        OplogOp::Delete {
+            ns, uuid, before, ..
+        } => doc! {
+            "op": "d", "ns": ns.to_string(), "ui": *uuid, "o": id_of(before)?,
+        },
+        OplogOp::Noop => doc! { "op": "n", "ns": "", "o": { "msg": "periodic noop" } },
+        OplogOp::Ddl(ddl) => {
+            let (db, uuid, o) = match ddl {
+                DdlOp::Create {
+                    ns,
+                    uuid,
+                    options,
+                    id_index,
+                    ..
+                } => {
+                    let mut o = doc! { "create": ns.coll.clone() };
+                    o.extend(options.clone());
+                    if let Some(i) = id_index {
+                        o.insert("idIndex", i.clone());
+                    }
+                    (ns.db.clone(), Some(*uuid), o)
+                }
+                DdlOp::Drop { ns, uuid } => {
+                    (ns.db.clone(), Some(*uuid), doc! { "drop": ns.coll.clone() })
+                }
+                DdlOp::Rename {
+                    from,
+                    to,
+                    uuid,
+                    drop_target,
+                } => {
+                    let mut o = doc! { "renameCollection": from.to_string(), "to": to.to_string(), "stayTemp": false };
+                    if let Some(t) = drop_target {
+                        o.insert("dropTarget", *t);
+                    }
+                    (from.db.clone(), Some(*uuid), o)
+                }
+                DdlOp::DropDatabase { db } => (db.clone(), None, doc! { "dropDatabase": 1 }),
+                DdlOp::CreateIndexes { ns, uuid, indexes } => {
+                    let mut o = doc! { "createIndexes": ns.coll.clone() };
+                    if let Some(first) = indexes.first() {
+                        o.extend(first.clone());
+                    }
+                    (ns.db.clone(), Some(*uuid), o)
+                }
+                DdlOp::DropIndexes { ns, uuid, indexes } => {
+                    let name = indexes
+                        .first()
+                        .and_then(|i| i.get_str("name").ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    (
+                        ns.db.clone(),
+                        Some(*uuid),
+                        doc! { "dropIndexes": ns.coll.clone(), "index": name },
+                    )
+                }
+                DdlOp::Modify {
+                    ns,
+                    uuid,
+                    description,
+                    ..
+                } => {
+                    let mut o = doc! { "collMod": ns.coll.clone() };
+                    o.extend(description.clone());
+                    (ns.db.clone(), Some(*uuid), o)
+                }
+            };
+            let mut d = doc! { "op": "c", "ns": format!("{db}.$cmd") };
+            if let Some(u) = uuid {
+                d.insert("ui", u);
+            }
+            d.insert("o", o);
+            d
+        }
+    })
+}
+
+/// Renders one entry (a transaction becomes one `applyOps` command entry).
+pub fn entry_document(entry: &OplogEntry) -> Result<Document, CommandError> {
+    let mut d = if entry.ops.len() == 1 && entry.txn.is_none() {
+        op_document(&entry.ops[0])?
+    } else {
+        let ops = entry
+            .ops
+            .iter()
+            .map(|op| op_document(op).map(Bson::Document))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut d = doc! { "op": "c", "ns": "admin.$cmd", "o": { "applyOps": ops } };
+        if let Some(txn) = &entry.txn {
+            d.insert("lsid", txn.lsid.clone());
+            d.insert("txnNumber", txn.txn_number);
+        }
+        d
+    };
+    d.insert("ts", entry.ts);
+    d.insert("t", 1i64);
+    d.insert("v", 2i64);
+    d.insert("wall", entry.wall);
+    Ok(d)
+}
+
+/// Answers a `find` on `local.oplog.rs`.
+pub fn find(
+    engine: &Engine,
+    filter: &Filter,
+    sort: Option<&SortSpec>,
+    skip: usize,
+    limit: Option<usize>,
+) -> Result<Vec<RawDocumentBuf>, CommandError> {
+    let entries = engine.oplog.snapshot();
+    let descending = sort
+        .and_then(SortSpec::natural)
+        .is_some_and(|d| d == Direction::Descending);
+    let by_keys = sort.is_some_and(|s| !s.is_empty());
+    let wanted = if by_keys {
+        usize::MAX
+    } else {
+        limit.map_or(usize::MAX, |l| l.saturating_add(skip))
+    };
+    let iter: Box<dyn Iterator<Item = _>> = if descending {
+        Box::new(entries.iter().rev())
+    } else {
+        Box::new(entries.iter())
+    };
+    let mut out = Vec::new();
+    for entry in iter {
+        if out.len() >= wanted {
+            break;
+        }
+        let raw = to_raw(&entry_document(entry)?)?;
+        if filter.matches(&raw)? {
+            out.push(raw);
+        }
+    }
+    if let Some(sort) = sort.filter(|s| !s.is_empty()) {
+        out.sort_by_key(|d| sort.sort_key(d));
+    }
+    Ok(out
+        .into_iter()
+        .skip(skip)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect())
+}

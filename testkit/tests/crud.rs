@@ -1,0 +1,395 @@
+//! Inserts, finds, cursors and their errors through the official Rust driver.
+
+mod common;
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{Bson, Document, RawDocumentBuf, doc, oid::ObjectId, rawdoc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{FindOptions, Hint, InsertManyOptions};
+
+async fn count(coll: &mongodb::Collection<Document>) -> usize {
+    let docs: Vec<Document> = coll
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    docs.len()
+}
+
+#[tokio::test]
+async fn insert_and_find_round_trip_raw_documents() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("c");
+    let docs: Vec<Document> = (0..250)
+        .map(|i| doc! {"_id": i, "x": i % 7, "s": format!("v{i}")})
+        .collect();
+    let result = coll.insert_many(docs.clone()).await.unwrap();
+    assert_eq!(result.inserted_ids.len(), 250);
+
+    // Natural order, all documents, across several batches (101 + getMores).
+    let found: Vec<Document> = coll
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(found, docs);
+
+    // Filter, sort, skip, limit.
+    let found: Vec<Document> = coll
+        .find(doc! {"x": {"$gte": 5}})
+        .sort(doc! {"_id": -1})
+        .skip(2)
+        .limit(3)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let ids: Vec<i32> = found.iter().map(|d| d.get_i32("_id").unwrap()).collect();
+    assert_eq!(ids, vec![237, 236, 230]);
+
+    // _id lookups use the index and honour the total order: 1 == 1.0 == 1L.
+    let one = coll.find_one(doc! {"_id": 1.0}).await.unwrap().unwrap();
+    assert_eq!(one, docs[1]);
+    let one = coll.find_one(doc! {"_id": 1i64}).await.unwrap().unwrap();
+    assert_eq!(one, docs[1]);
+    assert!(coll.find_one(doc! {"_id": "1"}).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn server_generates_id_only_when_absent_and_moves_it_first() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    // The driver always adds _id; send raw commands to see the server's behaviour.
+    db.run_command(doc! {"insert": "c", "documents": [{"a": 1}, {"b": 2, "_id": "x"}]})
+        .await
+        .unwrap();
+    let docs: Vec<Document> = db
+        .collection::<Document>("c")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(matches!(docs[0].get("_id"), Some(Bson::ObjectId(_))));
+    assert_eq!(docs[0].keys().next().unwrap(), "_id");
+    assert_eq!(docs[1], doc! {"_id": "x", "b": 2});
+    let err = db
+        .run_command(doc! {"insert": "c", "documents": [{"_id": [1, 2]}]})
+        .await
+        .unwrap();
+    assert_eq!(
+        err.get_array("writeErrors").unwrap()[0]
+            .as_document()
+            .unwrap()
+            .get_i32("code")
+            .unwrap(),
+        53
+    );
+}
+
+#[tokio::test]
+async fn duplicate_key_errors_have_the_real_shape() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("c");
+    coll.insert_one(doc! {"_id": 1, "x": "foo"}).await.unwrap();
+    let err = coll.insert_one(doc! {"_id": 1}).await.unwrap_err();
+    let ErrorKind::Write(WriteFailure::WriteError(w)) = err.kind.as_ref() else {
+        panic!("expected a write error, got {err:?}");
+    };
+    assert_eq!(w.code, 11000);
+    assert_eq!(
+        w.message,
+        "E11000 duplicate key error collection: db.c index: _id_ dup key: { _id: 1 }"
+    );
+
+    coll.create_index(
+        mongodb::IndexModel::builder()
+            .keys(doc! {"x": 1})
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .unique(true)
+                    .build(),
+            )
+            .build(),
+    )
+    .await
+    .unwrap();
+    // The raw reply carries keyPattern and keyValue.
+    let reply = client
+        .database("db")
+        .run_command(doc! {"insert": "c", "documents": [{"_id": 2, "x": "foo"}]})
+        .await
+        .unwrap();
+    let e = reply.get_array("writeErrors").unwrap()[0]
+        .as_document()
+        .unwrap()
+        .clone();
+    assert_eq!(e.get_i32("index").unwrap(), 0);
+    assert_eq!(e.get_i32("code").unwrap(), 11000);
+    assert_eq!(e.get_document("keyPattern").unwrap(), &doc! {"x": 1});
+    assert_eq!(e.get_document("keyValue").unwrap(), &doc! {"x": "foo"});
+    assert_eq!(
+        e.get_str("errmsg").unwrap(),
+        "E11000 duplicate key error collection: db.c index: x_1 dup key: { x: \"foo\" }"
+    );
+}
+
+#[tokio::test]
+async fn ordered_and_unordered_inserts_report_write_errors() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("c");
+    let docs = vec![doc! {"_id": 1}, doc! {"_id": 1}, doc! {"_id": 2}];
+    let err = coll.insert_many(docs.clone()).await.unwrap_err();
+    let ErrorKind::InsertMany(e) = err.kind.as_ref() else {
+        panic!("expected InsertMany, got {err:?}");
+    };
+    assert_eq!(e.write_errors.as_ref().unwrap()[0].index, 1);
+    assert_eq!(count(&coll).await, 1, "ordered stops");
+
+    coll.drop().await.unwrap();
+    let err = coll
+        .insert_many(docs)
+        .with_options(InsertManyOptions::builder().ordered(false).build())
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(11000));
+    assert_eq!(count(&coll).await, 2, "unordered continues");
+}
+
+#[tokio::test]
+async fn hint_id_with_min_max_partitions_in_total_order() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("c");
+    // _id values of several BSON types, inserted out of order.
+    let oid = ObjectId::new();
+    let ids: Vec<Bson> = vec![
+        Bson::String("b".into()),
+        Bson::Int32(3),
+        Bson::Double(1.5),
+        Bson::ObjectId(oid),
+        Bson::Int64(-7),
+        Bson::String("a".into()),
+        Bson::Document(doc! {"k": 1}),
+        Bson::Null,
+        Bson::Boolean(true),
+    ];
+    for id in &ids {
+        coll.insert_one(doc! {"_id": id.clone()}).await.unwrap();
+    }
+    let scan = |min: Option<Bson>, max: Option<Bson>| {
+        let coll = coll.clone();
+        async move {
+            let mut options = FindOptions::builder()
+                .hint(Hint::Keys(doc! {"_id": 1}))
+                .build();
+            options.min = min.map(|m| doc! {"_id": m});
+            options.max = max.map(|m| doc! {"_id": m});
+            let docs: Vec<Document> = coll
+                .find(doc! {})
+                .with_options(options)
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            docs.into_iter()
+                .map(|d| d.get("_id").unwrap().clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    // Null < numbers < strings < objects < ObjectId < booleans.
+    let all = scan(None, None).await;
+    assert_eq!(
+        all,
+        vec![
+            Bson::Null,
+            Bson::Int64(-7),
+            Bson::Double(1.5),
+            Bson::Int32(3),
+            Bson::String("a".into()),
+            Bson::String("b".into()),
+            Bson::Document(doc! {"k": 1}),
+            Bson::ObjectId(oid),
+            Bson::Boolean(true),
+        ]
+    );
+    // Two partitions split at "a": [MinKey, "a") and ["a", MaxKey) cover everything once.
+    let left = scan(Some(Bson::MinKey), Some(Bson::String("a".into()))).await;
+    let right = scan(Some(Bson::String("a".into())), Some(Bson::MaxKey)).await;
+    assert_eq!(left.len() + right.len(), all.len());
+    assert_eq!([left, right].concat(), all);
+    // min without hint is refused as mongod refuses it.
+    let mut options = FindOptions::default();
+    options.min = Some(doc! {"_id": 0});
+    let err = coll.find(doc! {}).with_options(options).await.unwrap_err();
+    assert_eq!(common::error_code(&err), Some(51173));
+}
+
+#[tokio::test]
+async fn cursors_batch_and_getmore_errors() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    let coll = db.collection::<Document>("c");
+    coll.insert_many((0..10).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+
+    let reply = db
+        .run_command(doc! {"find": "c", "batchSize": 3})
+        .await
+        .unwrap();
+    let cursor = reply.get_document("cursor").unwrap();
+    assert_eq!(cursor.get_str("ns").unwrap(), "db.c");
+    assert_eq!(cursor.get_array("firstBatch").unwrap().len(), 3);
+    let id = cursor.get_i64("id").unwrap();
+    assert_ne!(id, 0);
+
+    let more = db
+        .run_command(doc! {"getMore": id, "collection": "c", "batchSize": 4})
+        .await
+        .unwrap();
+    let cursor = more.get_document("cursor").unwrap();
+    assert_eq!(cursor.get_array("nextBatch").unwrap().len(), 4);
+    assert_eq!(cursor.get_str("ns").unwrap(), "db.c");
+
+    // Wrong namespace: 13 Unauthorized; unknown id: 43 CursorNotFound.
+    let err = db
+        .run_command(doc! {"getMore": id, "collection": "other"})
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(13));
+    let err = db
+        .run_command(doc! {"getMore": 12345i64, "collection": "c"})
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(43));
+    // maxTimeMS on a non-awaitData cursor is refused.
+    let err = db
+        .run_command(doc! {"getMore": id, "collection": "c", "maxTimeMS": 10})
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(2));
+
+    let killed = db
+        .run_command(doc! {"killCursors": "c", "cursors": [id, 777i64]})
+        .await
+        .unwrap();
+    assert_eq!(
+        killed.get_array("cursorsKilled").unwrap(),
+        &vec![Bson::Int64(id)]
+    );
+    assert_eq!(
+        killed.get_array("cursorsNotFound").unwrap(),
+        &vec![Bson::Int64(777)]
+    );
+    let err = db
+        .run_command(doc! {"getMore": id, "collection": "c"})
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(43));
+
+    // Exhausted cursors report id 0 (an Int64, as the driver requires).
+    let reply = db.run_command(doc! {"find": "c"}).await.unwrap();
+    assert_eq!(
+        reply.get_document("cursor").unwrap().get_i64("id").unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn raw_batch_cursor_returns_every_document() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("c");
+    coll.insert_many((0..1000).map(|i| doc! {"_id": i, "pad": "x".repeat(100)}))
+        .await
+        .unwrap();
+    let db = client.database("db");
+    let mut batches = db
+        .run_raw_cursor_command(rawdoc! {"find": "c", "batchSize": 300})
+        .await
+        .unwrap_or_else(|_| panic!("raw cursor"));
+    let mut n = 0;
+    while batches.advance().await.unwrap() {
+        let _ = batches.current();
+        n += 1;
+    }
+    assert_eq!(n, 1000);
+}
+
+#[tokio::test]
+async fn sixteen_mebibyte_documents_and_large_batches() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<RawDocumentBuf>("big");
+    // One document just under the 16 MiB limit.
+    let pad = "y".repeat(16 * 1024 * 1024 - 100);
+    let big = rawdoc! {"_id": 1, "pad": pad.as_str()};
+    assert!(big.as_bytes().len() <= 16 * 1024 * 1024);
+    coll.insert_one(&big).await.unwrap();
+    // Several large documents in one insert_many: the driver splits them into messages
+    // of up to 48 MB, which the server must accept.
+    let docs: Vec<RawDocumentBuf> = (2..8)
+        .map(|i| rawdoc! {"_id": i, "pad": "z".repeat(10 * 1024 * 1024)})
+        .collect();
+    coll.insert_many(&docs).await.unwrap();
+    let all: Vec<RawDocumentBuf> = coll
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 7);
+    assert_eq!(all[0], big);
+    // Too large: refused.
+    let too_big = rawdoc! {"_id": 9, "pad": "q".repeat(16 * 1024 * 1024 + 10)};
+    assert!(coll.insert_one(&too_big).await.is_err());
+}
+
+#[tokio::test]
+async fn count_distinct_and_estimated_count() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("c");
+    coll.insert_many(vec![
+        doc! {"_id": 1, "tags": ["a", "b"], "n": 1},
+        doc! {"_id": 2, "tags": ["b", "c"], "n": 2},
+        doc! {"_id": 3, "tags": "a", "n": 2.0},
+    ])
+    .await
+    .unwrap();
+    assert_eq!(coll.estimated_document_count().await.unwrap(), 3);
+    let n = client
+        .database("db")
+        .run_command(doc! {"count": "c", "query": {"n": 2}})
+        .await
+        .unwrap();
+    assert_eq!(n.get_i32("n").unwrap(), 2);
+    let values = coll.distinct("tags", doc! {}).await.unwrap();
+    assert_eq!(
+        values,
+        vec![
+            Bson::String("a".into()),
+            Bson::String("b".into()),
+            Bson::String("c".into())
+        ]
+    );
+    // 2 and 2.0 are one distinct value.
+    assert_eq!(coll.distinct("n", doc! {}).await.unwrap().len(), 2);
+    // A missing collection counts 0.
+    let missing = client.database("db").collection::<Document>("missing");
+    assert_eq!(missing.estimated_document_count().await.unwrap(), 0);
+}
