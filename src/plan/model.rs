@@ -229,6 +229,15 @@ pub fn approx_count(n: u64) -> String {
     }
 }
 
+/// `~1 document`, `~4.1M documents`.
+pub fn approx_documents(n: u64) -> String {
+    format!(
+        "~{} document{}",
+        approx_count(n),
+        if n == 1 { "" } else { "s" }
+    )
+}
+
 /// `3.2 GiB`, `540.0 MiB`, `12 B`.
 pub fn approx_bytes(n: u64) -> String {
     const UNITS: [(u64, &str); 4] = [

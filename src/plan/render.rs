@@ -7,7 +7,7 @@ use std::fmt::Write;
 use anstyle::{AnsiColor, Style};
 use similar::TextDiff;
 
-use super::model::{Change, CheckStatus, IndexPhase, Plan, approx_bytes, approx_count};
+use super::model::{Change, CheckStatus, IndexPhase, Plan, approx_bytes, approx_documents};
 use super::planner::compact_json;
 
 /// Renders the plan for a terminal. `styled` adds colours.
@@ -84,10 +84,11 @@ pub fn human(plan: &Plan, styled: bool) -> String {
         let ns = &action.namespace;
         let text = match &action.change {
             Change::Drop { kind, documents } => {
+                let count = approx_documents(*documents);
                 format!(
-                    "drop {} {ns} ({} documents)",
+                    "drop {} {ns} ({})",
                     kind_name(*kind),
-                    approx_count(*documents)
+                    count.trim_start_matches('~')
                 )
             }
             Change::CreateCollection { source, options } => {
@@ -129,8 +130,8 @@ pub fn human(plan: &Plan, styled: bool) -> String {
                 documents,
                 bytes,
             } => format!(
-                "copy {source} → {ns} (~{} documents, {})",
-                approx_count(*documents),
+                "copy {source} → {ns} ({}, {})",
+                approx_documents(*documents),
                 approx_bytes(*bytes)
             ),
         };
