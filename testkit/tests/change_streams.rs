@@ -425,3 +425,89 @@ async fn cluster_stream_with_expanded_events() {
         ]
     );
 }
+
+#[tokio::test]
+async fn transactions_are_isolated_atomic_and_share_one_cluster_time() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    let a = db.collection::<Document>("a");
+    let b = db.collection::<Document>("b");
+    a.insert_one(doc! {"_id": 0}).await.unwrap();
+    b.insert_one(doc! {"_id": 0}).await.unwrap();
+    let mut stream = db.watch().await.unwrap();
+
+    let mut session = client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    a.insert_one(doc! {"_id": 1})
+        .session(&mut session)
+        .await
+        .unwrap();
+    b.update_one(doc! {"_id": 0}, doc! {"$set": {"x": 1}})
+        .session(&mut session)
+        .await
+        .unwrap();
+    // The transaction reads its own writes; others do not see them before the commit.
+    assert!(
+        a.find_one(doc! {"_id": 1})
+            .session(&mut session)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(a.find_one(doc! {"_id": 1}).await.unwrap().is_none());
+    assert_eq!(
+        b.find_one(doc! {"_id": 0}).await.unwrap(),
+        Some(doc! {"_id": 0})
+    );
+    session.commit_transaction().await.unwrap();
+    assert!(a.find_one(doc! {"_id": 1}).await.unwrap().is_some());
+    assert_eq!(
+        b.find_one(doc! {"_id": 0}).await.unwrap(),
+        Some(doc! {"_id": 0, "x": 1})
+    );
+
+    // Both events carry lsid and txnNumber and share one cluster time.
+    let mut raw: mongodb::change_stream::ChangeStream<Document> = stream.with_type();
+    let first: Document = next(&mut raw).await;
+    let second: Document = next(&mut raw).await;
+    assert_eq!(first.get_str("operationType").unwrap(), "insert");
+    assert_eq!(second.get_str("operationType").unwrap(), "update");
+    assert_eq!(first.get("clusterTime"), second.get("clusterTime"));
+    assert_ne!(first.get("_id"), second.get("_id"));
+    assert!(first.get_document("lsid").is_ok());
+    assert_eq!(
+        first.get_i64("txnNumber").unwrap(),
+        second.get_i64("txnNumber").unwrap()
+    );
+    assert!(
+        first.get_document("_id").unwrap().get_str("_data").unwrap()
+            < second
+                .get_document("_id")
+                .unwrap()
+                .get_str("_data")
+                .unwrap()
+    );
+
+    // An aborted transaction leaves no trace.
+    session.start_transaction().await.unwrap();
+    a.insert_one(doc! {"_id": 2})
+        .session(&mut session)
+        .await
+        .unwrap();
+    session.abort_transaction().await.unwrap();
+    assert!(a.find_one(doc! {"_id": 2}).await.unwrap().is_none());
+
+    // A concurrent write to a collection the transaction wrote makes the commit fail with a
+    // transient write conflict.
+    session.start_transaction().await.unwrap();
+    a.insert_one(doc! {"_id": 3})
+        .session(&mut session)
+        .await
+        .unwrap();
+    a.insert_one(doc! {"_id": 4}).await.unwrap();
+    let err = session.commit_transaction().await.unwrap_err();
+    assert_eq!(common::error_code(&err), Some(112));
+    assert!(err.contains_label("TransientTransactionError"));
+    assert!(a.find_one(doc! {"_id": 3}).await.unwrap().is_none());
+}

@@ -44,3 +44,8 @@ fn run_script(script: &str) {
 fn pymongo_smoke() {
     run_script("smoke.py");
 }
+
+#[test]
+fn pymongo_cluster_wide_watch() {
+    run_script("watch.py");
+}
