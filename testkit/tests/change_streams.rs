@@ -435,7 +435,7 @@ async fn transactions_are_isolated_atomic_and_share_one_cluster_time() {
     let b = db.collection::<Document>("b");
     a.insert_one(doc! {"_id": 0}).await.unwrap();
     b.insert_one(doc! {"_id": 0}).await.unwrap();
-    let mut stream = db.watch().await.unwrap();
+    let stream = db.watch().await.unwrap();
 
     let mut session = client.start_session().await.unwrap();
     session.start_transaction().await.unwrap();
