@@ -581,6 +581,7 @@ pub fn drop(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
                 vec![OplogOp::Ddl(DdlOp::Drop {
                     ns: ns.clone(),
                     uuid: c.uuid,
+                    view: false,
                 })],
                 None,
             );
@@ -592,6 +593,7 @@ pub fn drop(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
                 vec![OplogOp::Ddl(DdlOp::Drop {
                     ns: ns.clone(),
                     uuid: bson::Uuid::new(),
+                    view: true,
                 })],
                 None,
             );
@@ -628,6 +630,7 @@ pub fn drop_database(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             vec![OplogOp::Ddl(DdlOp::Drop {
                 ns: Namespace::new(request.db.clone(), name),
                 uuid,
+                view: false,
             })],
             None,
         );
@@ -1077,6 +1080,20 @@ pub fn coll_mod(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
                         format!("cannot find index {spec} for ns {ns}"),
                     ));
                 };
+                // Documents sharing a key, by `_id` (what blocks a conversion to unique).
+                let violations: Vec<Bson> = data.indexes[position]
+                    .duplicate_groups()
+                    .iter()
+                    .map(|group| {
+                        let ids: Vec<Bson> = group
+                            .iter()
+                            .filter_map(|rid| data.get(*rid))
+                            .filter_map(|d| d.get("_id").ok().flatten())
+                            .filter_map(|v| crate::error::to_bson(v).ok())
+                            .collect();
+                        Bson::Document(doc! {"ids": ids})
+                    })
+                    .collect();
                 let index = &mut data.indexes[position];
                 for (option, value) in spec {
                     match option.as_str() {
@@ -1090,6 +1107,38 @@ pub fn coll_mod(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
                             }
                             reply.insert(format!("{option}_new"), value.clone());
                             index.spec.spec.insert(option.clone(), value.clone());
+                        }
+                        "prepareUnique" => {
+                            let on = matches!(value, Bson::Boolean(true));
+                            reply.insert("prepareUnique_old", index.spec.prepare_unique);
+                            reply.insert("prepareUnique_new", on);
+                            index.spec.prepare_unique = on;
+                            index.spec.spec.insert("prepareUnique", on);
+                        }
+                        "unique" => {
+                            if !matches!(value, Bson::Boolean(true)) {
+                                return Err(CommandError::bad_value(
+                                    "collMod can only convert an index to unique, not back",
+                                ));
+                            }
+                            if !index.spec.prepare_unique {
+                                return Err(CommandError::new(
+                                    6_724_100,
+                                    "Cannot make index unique with 'unique: true' unless 'prepareUnique' is set to true",
+                                ));
+                            }
+                            if !violations.is_empty() {
+                                return Err(CommandError::new(
+                                    359,
+                                    "Cannot convert the index to unique. Please resolve conflicting documents before running collMod again.",
+                                )
+                                .with_extra("violations", violations));
+                            }
+                            index.spec.unique = true;
+                            index.spec.prepare_unique = false;
+                            index.spec.spec.insert("unique", true);
+                            index.spec.spec.remove("prepareUnique");
+                            reply.insert("unique_new", true);
                         }
                         other => {
                             return Err(CommandError::new(

@@ -11,17 +11,20 @@
 pub mod admin;
 pub mod args;
 pub mod catalog;
+pub mod change_stream;
 pub mod handshake;
+pub mod merge;
 pub mod read;
 pub mod session;
 pub mod write;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bson::{Binary, RawDocumentBuf, Timestamp, cstr, rawdoc};
 
 use crate::engine::Engine;
+use crate::engine::transaction::{Store, Transaction, TxnState};
 use crate::error::{CommandError, to_raw};
 use crate::wire::{DocumentSequence, OpMsg, OpQuery};
 
@@ -80,6 +83,20 @@ pub struct Ctx<'a> {
     pub conn: &'a mut ConnState,
     /// The cluster time of this command's last write, reported as `operationTime`.
     pub op_time: Option<Timestamp>,
+    /// Set by a handler to drop the connection without replying (failpoints).
+    pub close_connection: bool,
+    /// The multi-document transaction the command runs in, if any.
+    pub txn: Option<Arc<Mutex<Transaction>>>,
+}
+
+impl Ctx<'_> {
+    /// What the command reads and writes through (its transaction's copies, if any).
+    pub fn store(&self) -> Store<'_> {
+        Store {
+            engine: self.engine,
+            txn: self.txn.as_deref(),
+        }
+    }
 }
 
 /// The reply type of handlers: a body without `ok` or cluster-time fields.
@@ -169,6 +186,8 @@ async fn run(
         engine,
         conn,
         op_time: None,
+        close_connection: false,
+        txn: None,
     };
 
     // failCommand is evaluated before the command runs, as mongod does.
@@ -209,10 +228,17 @@ async fn run(
         write_concern_error = action.write_concern_error;
     }
 
+    if let Some(lsid) = &request.lsid_bytes {
+        engine.sessions.touch(lsid);
+    }
     let retry = match prepare_retry(&ctx, &request) {
         Ok(r) => r,
         Err(e) => return Outcome::Reply(finish_error(engine, &e, None)),
     };
+    match prepare_transaction(&ctx, &request) {
+        Ok(txn) => ctx.txn = txn,
+        Err(e) => return Outcome::Reply(finish_error(engine, &e, None)),
+    }
     if let Some(reply) = retry.replay {
         return Outcome::Reply(finish(engine, reply, None));
     }
@@ -222,6 +248,24 @@ async fn run(
         Err(e) => Err(e),
     };
     let op_time = ctx.op_time;
+    if ctx.close_connection {
+        return Outcome::Close;
+    }
+    // mongod aborts a transaction when one of its statements fails.
+    if let Some(txn) = &ctx.txn
+        && !matches!(
+            request.name.as_str(),
+            "commitTransaction" | "abortTransaction"
+        )
+    {
+        let failed = match &result {
+            Err(_) => true,
+            Ok(body) => matches!(body.get("writeErrors"), Ok(Some(_))),
+        };
+        if failed {
+            txn.lock().unwrap_or_else(|p| p.into_inner()).abort();
+        }
+    }
     match result {
         Ok(mut body) => {
             if let Some(wce) = write_concern_error {
@@ -284,10 +328,8 @@ fn prepare_retry(ctx: &Ctx<'_>, request: &Request) -> Result<RetryPlan, CommandE
         ));
     };
     if request.autocommit.is_some() {
-        return Err(CommandError::new(
-            20,
-            "Multi-document transactions are not supported by this test server yet",
-        ));
+        // Part of a multi-document transaction, not a retryable write.
+        return Ok(none);
     }
     if !RETRYABLE_WRITES.contains(&request.name.as_str()) {
         return Err(CommandError::new(
@@ -314,6 +356,93 @@ fn prepare_retry(ctx: &Ctx<'_>, request: &Request) -> Result<RetryPlan, CommandE
             txn_number: Some(txn_number),
         }),
     }
+}
+
+/// Commands a multi-document transaction may run (mongod 7.0).
+const TRANSACTION_COMMANDS: &[&str] = &[
+    "find",
+    "getMore",
+    "killCursors",
+    "aggregate",
+    "distinct",
+    "insert",
+    "update",
+    "delete",
+    "findAndModify",
+    "findandmodify",
+    "commitTransaction",
+    "abortTransaction",
+];
+
+/// Finds or starts the transaction a request with `autocommit: false` belongs to.
+fn prepare_transaction(
+    ctx: &Ctx<'_>,
+    request: &Request,
+) -> Result<Option<Arc<Mutex<Transaction>>>, CommandError> {
+    let transactional = request.autocommit.is_some()
+        || matches!(
+            request.name.as_str(),
+            "commitTransaction" | "abortTransaction"
+        );
+    if !transactional {
+        return Ok(None);
+    }
+    if request.autocommit != Some(false) {
+        return Err(CommandError::new(
+            50768,
+            "'autocommit' field can only be specified as false",
+        ));
+    }
+    let (Some(lsid), Some(lsid_doc), Some(txn_number)) =
+        (&request.lsid_bytes, &request.lsid, request.txn_number)
+    else {
+        return Err(CommandError::new(
+            50768,
+            "'autocommit' field requires a transaction number and a session id",
+        ));
+    };
+    if !ctx.engine.is_replica_set() {
+        return Err(CommandError::new(
+            20,
+            "Transaction numbers are only allowed on a replica set member or mongos",
+        ));
+    }
+    if !TRANSACTION_COMMANDS.contains(&request.name.as_str()) {
+        return Err(CommandError::new(
+            263,
+            format!(
+                "Cannot run '{}' in a multi-document transaction.",
+                request.name
+            ),
+        ));
+    }
+    let starting = matches!(
+        request.body.get("startTransaction"),
+        Ok(Some(bson::RawBsonRef::Boolean(true)))
+    );
+    let txn = if starting {
+        ctx.engine
+            .sessions
+            .begin_transaction(lsid, lsid_doc, txn_number)?
+    } else {
+        ctx.engine.sessions.transaction(lsid, txn_number)?
+    };
+    {
+        let t = txn.lock().unwrap_or_else(|p| p.into_inner());
+        let finished = !matches!(t.state, TxnState::Active);
+        let ending = matches!(
+            request.name.as_str(),
+            "commitTransaction" | "abortTransaction"
+        );
+        if finished && !ending {
+            return Err(CommandError::new(
+                251,
+                format!("Transaction {txn_number} has been aborted."),
+            )
+            .with_label("TransientTransactionError"));
+        }
+    }
+    Ok(Some(txn))
 }
 
 fn check_write_allowed(ctx: &Ctx<'_>, request: &Request) -> Result<(), CommandError> {
@@ -345,6 +474,8 @@ async fn execute(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         "endSessions" => session::end_sessions(ctx, request),
         "killAllSessions" => session::kill_all_sessions(ctx, request),
         "refreshSessions" => session::refresh_sessions(ctx, request),
+        "commitTransaction" => session::commit_transaction(ctx, request),
+        "abortTransaction" => session::abort_transaction(ctx, request),
         "listDatabases" => catalog::list_databases(ctx, request),
         "listCollections" => catalog::list_collections(ctx, request),
         "listIndexes" => catalog::list_indexes(ctx, request),

@@ -188,17 +188,22 @@ pub async fn get_more(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     };
     let engine = ctx.engine;
     let mut cursor = engine.cursors.check_out(id, &request.db, coll)?;
+    let is_stream = matches!(cursor.source, CursorSource::ChangeStream(_));
     if let Some(action) = engine.failpoints.check_get_more_after_checkout() {
         engine.cursors.release(id);
         if action.close_connection {
-            return Err(CommandError::new(9001, "connection closed by failpoint")
-                .with_extra("$closeConnection", true));
+            ctx.close_connection = true;
         }
         let code = action.error_code.unwrap_or(1);
-        return Err(CommandError::new(
+        let error = CommandError::new(
             code,
             "Failing getMore via 'failGetMoreAfterCursorCheckout' failpoint",
-        ));
+        );
+        return Err(if is_stream {
+            crate::command::change_stream::label_resumable(error)
+        } else {
+            error
+        });
     }
     if request.max_time_ms.is_some() && !cursor.await_data {
         engine.cursors.check_in(cursor);
@@ -206,12 +211,23 @@ pub async fn get_more(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             "cannot set maxTimeMS on getMore command for a non-awaitData cursor",
         ));
     }
+    if is_stream {
+        return crate::command::change_stream::get_more(
+            ctx,
+            cursor,
+            batch_size,
+            request.max_time_ms,
+        )
+        .await
+        .map_err(crate::command::change_stream::label_resumable);
+    }
     let ns = cursor.ns();
-    let batch = match &mut cursor.source {
-        CursorSource::Documents(queue) => take_batch(queue, batch_size),
-    };
-    let exhausted = match &cursor.source {
-        CursorSource::Documents(queue) => queue.is_empty() && !cursor.tailable,
+    let (batch, exhausted) = match &mut cursor.source {
+        CursorSource::Documents(queue) => {
+            let batch = take_batch(queue, batch_size);
+            (batch, queue.is_empty() && !cursor.tailable)
+        }
+        CursorSource::ChangeStream(_) => (Vec::new(), true),
     };
     let reply_id = if exhausted {
         engine.cursors.release(id);
@@ -387,7 +403,7 @@ pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         let docs = project_all(docs, args.projection.as_ref(), &args.filter)?;
         return open_cursor(ctx, request, docs, &ns.db, &ns.coll, options);
     }
-    let docs = match engine.catalog.get(&ns) {
+    let docs = match ctx.store().get(&ns) {
         None => VecDeque::new(),
         Some(Entry::View(view)) => {
             // A find on a view runs as an aggregation of the view's pipeline.
@@ -552,7 +568,7 @@ pub fn count(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         .i64("limit")?
         .map(|l| l.unsigned_abs() as usize)
         .filter(|l| *l > 0);
-    let n = match ctx.engine.catalog.get(&ns) {
+    let n = match ctx.store().get(&ns) {
         None => 0,
         Some(Entry::View(view)) => {
             let stages =
@@ -588,7 +604,7 @@ pub fn distinct(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     })?;
     let empty = RawDocumentBuf::new();
     let filter = Filter::parse(fields.doc("query")?.unwrap_or(&empty))?;
-    let docs: Vec<Arc<RawDocumentBuf>> = match ctx.engine.catalog.get(&ns) {
+    let docs: Vec<Arc<RawDocumentBuf>> = match ctx.store().get(&ns) {
         None => Vec::new(),
         Some(Entry::View(view)) => {
             let stages =
@@ -778,13 +794,28 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     }
     let first = pipeline.stages().first().map(|s| s.name().to_string());
     let last = pipeline.stages().last().map(|s| s.name().to_string());
-    if first.as_deref() == Some("$changeStream") {
-        return Err(CommandError::new(
-            40573,
-            "The $changeStream stage is not supported by this test server yet",
-        ));
+    if let Some(stage @ ("$out" | "$merge")) = last.as_deref() {
+        let level = fields
+            .doc("readConcern")?
+            .and_then(|rc| rc.get_str("level").ok());
+        if level == Some("linearizable") {
+            return Err(CommandError::new(
+                72,
+                format!("{stage} cannot be used with a 'linearizable' read concern level"),
+            ));
+        }
     }
-    if collectionless && first.as_deref() != Some("$documents") {
+    if first.as_deref() == Some("$changeStream") {
+        return crate::command::change_stream::open(
+            ctx,
+            request,
+            &pipeline,
+            &coll_name,
+            collectionless,
+            options,
+        );
+    }
+    if collectionless && !matches!(first.as_deref(), Some("$documents" | "$listLocalSessions")) {
         let name = first.unwrap_or_else(|| "an empty pipeline".to_string());
         return Err(CommandError::invalid_namespace(format!(
             "{{aggregate: 1}} is not valid for '{name}'; a collection is required."
@@ -860,8 +891,27 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         )
     } else if first.as_deref() == Some("$documents") {
         (Vec::new(), pipeline.clone())
+    } else if first.as_deref() == Some("$listLocalSessions") {
+        // The sessions this server has seen, as mongod's logical session cache lists them.
+        let sessions = engine
+            .sessions
+            .list()
+            .into_iter()
+            .map(|(id, last_use)| {
+                let uid = bson::Binary {
+                    subtype: bson::spec::BinarySubtype::Generic,
+                    bytes: vec![0u8; 32],
+                };
+                let id = bson::Binary {
+                    subtype: bson::spec::BinarySubtype::Uuid,
+                    bytes: id,
+                };
+                to_raw(&doc! { "_id": { "id": id, "uid": uid }, "lastUse": last_use }).map(Arc::new)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        (sessions, pipeline.slice(1..pipeline.len()))
     } else {
-        match engine.catalog.get(&ns) {
+        match ctx.store().get(&ns) {
             None => (Vec::new(), pipeline.clone()),
             Some(Entry::View(view)) => {
                 let docs = run_view(engine, &ns.db, &view, &[], &vars)?;
@@ -881,7 +931,7 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     if let Some(stage) = body
         .stages()
         .iter()
-        .find(|s| s.is_server_stage() && s.name() != "$out")
+        .find(|s| s.is_server_stage() && !matches!(s.name(), "$out" | "$merge"))
     {
         return Err(CommandError::new(
             40324,
@@ -895,6 +945,18 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         engine,
         db: request.db.clone(),
     };
+    if last.as_deref() == Some("$merge") {
+        let merge_stage = body.stages().last().map(|s| s.spec().to_owned());
+        let inner = body.slice(0..body.len().saturating_sub(1));
+        let docs = inner.run(
+            input.iter().map(|d| d.as_ref() as &RawDocument),
+            &mut context,
+        )?;
+        if let Some(spec) = merge_stage {
+            crate::command::merge::run(ctx, &request.db, &spec, docs)?;
+        }
+        return open_cursor(ctx, request, VecDeque::new(), &ns.db, &coll_name, options);
+    }
     if last.as_deref() == Some("$out") {
         let out_stage = body.stages().last().map(|s| s.spec().to_owned());
         let inner = body.slice(0..body.len().saturating_sub(1));
@@ -943,8 +1005,8 @@ fn write_out(
     docs: Vec<RawDocumentBuf>,
 ) -> Result<(), CommandError> {
     crate::engine::namespace::validate_coll_name(&target.db, &target.coll)?;
-    let engine = ctx.engine;
-    let coll = engine.catalog.collection_or_create(target, &engine.oplog)?;
+    let store = ctx.store();
+    let coll = store.get_or_create(target)?;
     let mut data = coll.write();
     let ns = target.to_string();
     let existing: Vec<_> = data.documents().map(|(rid, _)| *rid).collect();
@@ -952,28 +1014,22 @@ fn write_out(
     let mut last = None;
     for rid in existing {
         if let Some(before) = data.remove(rid) {
-            last = Some(engine.oplog.append(
-                vec![crate::engine::oplog::OplogOp::Delete {
-                    ns: target.clone(),
-                    uuid: coll.uuid,
-                    before,
-                    images,
-                }],
-                None,
-            ));
+            last = Some(store.log(crate::engine::oplog::OplogOp::Delete {
+                ns: target.clone(),
+                uuid: coll.uuid,
+                before,
+                images,
+            }));
         }
     }
     for d in docs {
         let d = crate::engine::collection::prepare_for_insert(d)?;
         let stored = data.insert(&ns, d)?;
-        last = Some(engine.oplog.append(
-            vec![crate::engine::oplog::OplogOp::Insert {
-                ns: target.clone(),
-                uuid: coll.uuid,
-                doc: stored,
-            }],
-            None,
-        ));
+        last = Some(store.log(crate::engine::oplog::OplogOp::Insert {
+            ns: target.clone(),
+            uuid: coll.uuid,
+            doc: stored,
+        }));
     }
     ctx.op_time = last.or(ctx.op_time);
     Ok(())

@@ -12,12 +12,12 @@ use bson::{Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf, doc};
 use crate::command::args::{Fields, array_or_sequence, truthy};
 use crate::command::catalog::target;
 use crate::command::{Ctx, Reply, Request};
-use crate::engine::Engine;
 use crate::engine::catalog::Entry;
 use crate::engine::collection::{Collection, CollectionData, prepare_for_insert};
 use crate::engine::namespace::{Namespace, validate_coll_name};
 use crate::engine::oplog::OplogOp;
 use crate::engine::scan::{Match, matching};
+use crate::engine::transaction::Store;
 use crate::error::{CommandError, WriteError, to_bson, to_raw};
 use crate::query::expr::Variables;
 use crate::query::filter::Filter;
@@ -35,16 +35,16 @@ fn view_error(ns: &Namespace) -> CommandError {
 /// Runs `f` with the collection's write lock, creating the collection first when `create` is
 /// set. A collection dropped or renamed between lookup and lock is looked up again.
 fn with_collection<T>(
-    engine: &Engine,
+    store: Store<'_>,
     ns: &Namespace,
     create: bool,
     mut f: impl FnMut(&Collection, &mut CollectionData) -> Result<T, CommandError>,
 ) -> Result<Option<T>, CommandError> {
     for _ in 0..8 {
-        let coll = match engine.catalog.get(ns) {
+        let coll = match store.get(ns) {
             Some(Entry::Collection(c)) => c,
             Some(Entry::View(_)) => return Err(view_error(ns)),
-            None if create => engine.catalog.collection_or_create(ns, &engine.oplog)?,
+            None if create => store.get_or_create(ns)?,
             None => return Ok(None),
         };
         let mut data = coll.write();
@@ -115,27 +115,24 @@ pub fn insert(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let bypass = Fields::new("insert", &request.body)
         .bool("bypassDocumentValidation")?
         .unwrap_or(false);
-    let engine = ctx.engine;
+    let store = ctx.store();
     let ns_string = ns.to_string();
     let mut docs = docs.into_iter().enumerate();
     let mut n = 0i64;
     let mut errors = Vec::new();
     let mut last_ts = None;
-    with_collection(engine, &ns, true, |coll, data| {
+    with_collection(store, &ns, true, |coll, data| {
         let saved_validator = bypass.then(|| data.options.validator.take());
         for (index, doc) in docs.by_ref() {
             let result = prepare_for_insert(doc).and_then(|d| data.insert(&ns_string, d));
             match result {
                 Ok(stored) => {
                     n += 1;
-                    last_ts = Some(engine.oplog.append(
-                        vec![OplogOp::Insert {
-                            ns: ns.clone(),
-                            uuid: coll.uuid,
-                            doc: stored,
-                        }],
-                        None,
-                    ));
+                    last_ts = Some(store.log(OplogOp::Insert {
+                        ns: ns.clone(),
+                        uuid: coll.uuid,
+                        doc: stored,
+                    }));
                 }
                 Err(error) => {
                     errors.push(WriteError { index, error });
@@ -195,10 +192,31 @@ struct UpdateOutcome {
     upserted: Option<Bson>,
 }
 
+/// mongod keeps a document's `_id` through replacements and pipeline updates that drop it
+/// (`$replaceRoot`, `$project`): the original `_id` is put back, first.
+fn keep_id(
+    original: &RawDocument,
+    updated: RawDocumentBuf,
+) -> Result<RawDocumentBuf, CommandError> {
+    if matches!(updated.get("_id"), Ok(Some(_))) {
+        return Ok(updated);
+    }
+    let Some(id) = original.get("_id")? else {
+        return Ok(updated);
+    };
+    let mut out = RawDocumentBuf::new();
+    out.append(bson::cstr!("_id"), id);
+    for element in updated.iter() {
+        let (k, v) = element?;
+        out.append(k, v);
+    }
+    Ok(out)
+}
+
 /// Applies one update statement under the collection lock.
 #[allow(clippy::too_many_arguments)]
 fn apply_update(
-    engine: &Engine,
+    store: Store<'_>,
     ns: &Namespace,
     coll: &Collection,
     data: &mut CollectionData,
@@ -237,14 +255,11 @@ fn apply_update(
                 .map(to_bson)
                 .transpose()?
                 .unwrap_or(Bson::Null);
-            *last_ts = Some(engine.oplog.append(
-                vec![OplogOp::Insert {
-                    ns: ns.clone(),
-                    uuid: coll.uuid,
-                    doc: Arc::clone(&stored),
-                }],
-                None,
-            ));
+            *last_ts = Some(store.log(OplogOp::Insert {
+                ns: ns.clone(),
+                uuid: coll.uuid,
+                doc: Arc::clone(&stored),
+            }));
             outcome.upserted = Some(id);
             last_pair = Some((Arc::clone(&stored), stored));
         }
@@ -255,20 +270,19 @@ fn apply_update(
         outcome.matched += 1;
         let applied = update.apply_logged(&m.doc, m.details.as_ref())?;
         match applied {
-            Some(applied) => {
-                let after = data.replace(&ns_string, m.rid, applied.document)?;
+            Some(mut applied) => {
+                let document = keep_id(&m.doc, std::mem::take(&mut applied.document))?;
+                let after = data.replace(&ns_string, m.rid, document)?;
                 outcome.modified += 1;
-                *last_ts = Some(engine.oplog.append(
-                    vec![OplogOp::Update {
-                        ns: ns.clone(),
-                        uuid: coll.uuid,
-                        before: Arc::clone(&m.doc),
-                        after: Arc::clone(&after),
-                        replacement: update.is_replacement(),
-                        images,
-                    }],
-                    None,
-                ));
+                *last_ts = Some(store.log(OplogOp::Update {
+                    ns: ns.clone(),
+                    uuid: coll.uuid,
+                    before: Arc::clone(&m.doc),
+                    after: Arc::clone(&after),
+                    replacement: update.is_replacement(),
+                    images,
+                    description: applied.description,
+                }));
                 last_pair = Some((m.doc, after));
             }
             None => last_pair = Some((Arc::clone(&m.doc), m.doc)),
@@ -349,7 +363,7 @@ pub fn update(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     )?;
     let ordered = ordered(request)?;
     let vars = command_variables(request)?;
-    let engine = ctx.engine;
+    let store = ctx.store();
     let mut n = 0i64;
     let mut modified = 0i64;
     let mut upserted = Vec::new();
@@ -360,10 +374,10 @@ pub fn update(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             let (filter, update, multi, upsert) = parse_statement_update(statement, &vars)?;
             let hint = Fields::new("update.updates", statement).get("hint");
             let sort: Option<SortSpec> = None;
-            let outcome = with_collection(engine, &ns, upsert, |coll, data| {
+            let outcome = with_collection(store, &ns, upsert, |coll, data| {
                 check_hint(data, hint)?;
                 apply_update(
-                    engine,
+                    store,
                     &ns,
                     coll,
                     data,
@@ -416,7 +430,7 @@ pub fn delete(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     )?;
     let ordered = ordered(request)?;
     let vars = command_variables(request)?;
-    let engine = ctx.engine;
+    let store = ctx.store();
     let mut n = 0i64;
     let mut errors = Vec::new();
     let mut last_ts = None;
@@ -442,7 +456,7 @@ pub fn delete(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             }
             let filter = Filter::parse_with(q, &vars)?;
             let hint = fields.get("hint");
-            let deleted = with_collection(engine, &ns, false, |coll, data| {
+            let deleted = with_collection(store, &ns, false, |coll, data| {
                 check_hint(data, hint)?;
                 let matches = matching(data, &filter, (limit == 1).then_some(1))?;
                 let images = data.options.pre_and_post_images;
@@ -450,15 +464,12 @@ pub fn delete(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
                 for m in matches {
                     if let Some(before) = data.remove(m.rid) {
                         count += 1;
-                        last_ts = Some(engine.oplog.append(
-                            vec![OplogOp::Delete {
-                                ns: ns.clone(),
-                                uuid: coll.uuid,
-                                before,
-                                images,
-                            }],
-                            None,
-                        ));
+                        last_ts = Some(store.log(OplogOp::Delete {
+                            ns: ns.clone(),
+                            uuid: coll.uuid,
+                            before,
+                            images,
+                        }));
                     }
                 }
                 Ok(count)
@@ -517,9 +528,9 @@ pub fn find_and_modify(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let update = update_spec
         .map(|u| Update::parse_with(u, fields.array("arrayFilters").ok().flatten(), &vars))
         .transpose()?;
-    let engine = ctx.engine;
+    let store = ctx.store();
     let mut last_ts = None;
-    let result = with_collection(engine, &ns, upsert && !remove, |coll, data| {
+    let result = with_collection(store, &ns, upsert && !remove, |coll, data| {
         check_hint(data, hint)?;
         if remove {
             let mut matches = matching(data, &filter, if sort.is_some() { None } else { Some(1) })?;
@@ -532,15 +543,12 @@ pub fn find_and_modify(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             let images = data.options.pre_and_post_images;
             let before = data.remove(m.rid);
             if let Some(before) = &before {
-                last_ts = Some(engine.oplog.append(
-                    vec![OplogOp::Delete {
-                        ns: ns.clone(),
-                        uuid: coll.uuid,
-                        before: Arc::clone(before),
-                        images,
-                    }],
-                    None,
-                ));
+                last_ts = Some(store.log(OplogOp::Delete {
+                    ns: ns.clone(),
+                    uuid: coll.uuid,
+                    before: Arc::clone(before),
+                    images,
+                }));
             }
             return Ok((doc! {"n": 1}, before, m.details));
         }
@@ -548,7 +556,7 @@ pub fn find_and_modify(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             return Ok((doc! {"n": 0}, None, None));
         };
         let (outcome, pair) = apply_update(
-            engine,
+            store,
             &ns,
             coll,
             data,

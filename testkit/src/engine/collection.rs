@@ -106,7 +106,7 @@ impl CollectionOptions {
 }
 
 /// The mutable state of a collection.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct CollectionData {
     /// Set when the collection was dropped or renamed away; a writer that fetched the
     /// collection before that must look it up again.
@@ -123,6 +123,8 @@ pub struct CollectionData {
     pub indexes: Vec<Index>,
     /// Sum of the document sizes (`size` in collStats).
     data_size: u64,
+    /// Incremented by every change; transactions use it to detect concurrent writers.
+    version: u64,
 }
 
 /// A collection incarnation.
@@ -259,6 +261,16 @@ pub fn prepare_for_insert(doc: RawDocumentBuf) -> Result<RawDocumentBuf, Command
 }
 
 impl CollectionData {
+    /// The change counter (see the field).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Marks a change made outside the document methods (options, indexes).
+    pub fn touch(&mut self) {
+        self.version += 1;
+    }
+
     /// Number of documents.
     pub fn count(&self) -> usize {
         self.records.len()
@@ -374,7 +386,7 @@ impl CollectionData {
         let mut all = Vec::with_capacity(self.indexes.len());
         for index in &self.indexes {
             let keys = index.spec.keys(doc)?;
-            if index.spec.unique {
+            if index.enforces_uniqueness() {
                 for key in &keys {
                     if index.conflict(key, except).is_some() {
                         return Err(duplicate_key_error(
@@ -423,6 +435,7 @@ impl CollectionData {
         let keys = self.index_keys(ns, &doc, None)?;
         let rid = self.next_record;
         self.next_record += 1;
+        self.version += 1;
         let doc = Arc::new(doc);
         self.data_size += doc.as_bytes().len() as u64;
         if !timeseries {
@@ -481,6 +494,7 @@ impl CollectionData {
             }
         }
         let doc = Arc::new(doc);
+        self.version += 1;
         self.data_size = self.data_size - old.as_bytes().len() as u64 + doc.as_bytes().len() as u64;
         self.records.insert(rid, Arc::clone(&doc));
         Ok(doc)
@@ -489,6 +503,7 @@ impl CollectionData {
     /// Removes a record; returns its document.
     pub fn remove(&mut self, rid: RecordId) -> Option<Arc<RawDocumentBuf>> {
         let doc = self.records.remove(&rid)?;
+        self.version += 1;
         let key = id_key(&doc);
         if self.id_index.get(&key) == Some(&rid) {
             self.id_index.remove(&key);
@@ -530,6 +545,7 @@ impl CollectionData {
             }
         }
         self.indexes.push(index);
+        self.version += 1;
         Ok(())
     }
 

@@ -25,6 +25,8 @@ pub enum CursorSource {
     /// documents are shared with storage where no projection applied, so a cursor over a
     /// large collection costs a pointer per document, not a copy.
     Documents(VecDeque<Arc<RawDocumentBuf>>),
+    /// A change stream reading the oplog.
+    ChangeStream(Box<crate::engine::change_stream::ChangeStreamCursor>),
 }
 
 /// One open cursor.

@@ -57,6 +57,9 @@ pub struct IndexSpec {
     pub unique: bool,
     /// Skip documents missing every indexed field.
     pub sparse: bool,
+    /// `prepareUnique`: new duplicates are refused while existing ones stay (the first step
+    /// of converting an index to unique with `collMod`).
+    pub prepare_unique: bool,
     /// Only documents matching this filter are indexed.
     pub partial: Option<Filter>,
     /// The specification as `listIndexes` returns it (`v: 2` first, then `key`, `name`, options).
@@ -133,6 +136,7 @@ impl IndexSpec {
         let flag = |k: &str| matches!(doc.get(k), Some(Bson::Boolean(true)));
         let unique = flag("unique");
         let sparse = flag("sparse");
+        let prepare_unique = flag("prepareUnique");
         let partial = match doc.get("partialFilterExpression") {
             Some(Bson::Document(f)) => Some(Filter::parse(&to_raw(f)?)?),
             Some(_) => {
@@ -164,6 +168,7 @@ impl IndexSpec {
             pattern,
             unique,
             sparse,
+            prepare_unique,
             partial,
             spec,
         })
@@ -217,6 +222,36 @@ impl Index {
             spec,
             entries: BTreeSet::new(),
         }
+    }
+
+    /// True when new duplicate keys are refused.
+    pub fn enforces_uniqueness(&self) -> bool {
+        self.spec.unique || self.spec.prepare_unique
+    }
+
+    /// Groups of records sharing a key (what blocks a conversion to unique).
+    pub fn duplicate_groups(&self) -> Vec<Vec<RecordId>> {
+        let mut groups = Vec::new();
+        let mut current: Option<(&[u8], Vec<RecordId>)> = None;
+        for (key, rid) in &self.entries {
+            match &mut current {
+                Some((k, rids)) if *k == key.as_slice() => rids.push(*rid),
+                _ => {
+                    if let Some((_, rids)) = current.take()
+                        && rids.len() > 1
+                    {
+                        groups.push(rids);
+                    }
+                    current = Some((key.as_slice(), vec![*rid]));
+                }
+            }
+        }
+        if let Some((_, rids)) = current
+            && rids.len() > 1
+        {
+            groups.push(rids);
+        }
+        groups
     }
 
     /// The record other than `except` holding `key`, if any (a unique-index conflict).

@@ -8,6 +8,7 @@
 //! collection lock, and a collection lock before the oplog mutex, never the other way round.
 
 pub mod catalog;
+pub mod change_stream;
 pub mod collection;
 pub mod cursor;
 pub mod failpoint;
@@ -17,6 +18,7 @@ pub mod oplog;
 pub mod oplog_view;
 pub mod scan;
 pub mod session;
+pub mod transaction;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};

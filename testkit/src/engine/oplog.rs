@@ -66,6 +66,9 @@ pub enum OplogOp {
         /// Whether the collection had `changeStreamPreAndPostImages` enabled at write time
         /// (mongod only records images then).
         images: bool,
+        /// The `updateDescription` the update operators logged (`None` for replacements and
+        /// when it must be computed from the two documents).
+        description: Option<crate::query::diff::UpdateDescription>,
     },
     /// A document was deleted.
     Delete {
@@ -100,12 +103,14 @@ pub enum DdlOp {
         /// "collection", "view" or "timeseries".
         kind: &'static str,
     },
-    /// A collection was dropped.
+    /// A collection or view was dropped.
     Drop {
         /// Where.
         ns: Namespace,
         /// The dropped incarnation.
         uuid: bson::Uuid,
+        /// True when a view was dropped.
+        view: bool,
     },
     /// A collection was renamed.
     Rename {
@@ -259,6 +264,26 @@ impl Oplog {
         drop(state);
         self.notify.send_replace(ts_to_u64(ts));
         ts
+    }
+
+    /// Entries with cluster time `>= from`, at most `limit` of them, plus the cluster time up to
+    /// which the scan is complete (see [`Oplog::entries_after`]).
+    pub fn entries_from(&self, from: Timestamp, limit: usize) -> (Vec<Arc<OplogEntry>>, Timestamp) {
+        let state = self.lock();
+        let start = state.entries.partition_point(|e| e.ts < from);
+        let out: Vec<_> = state
+            .entries
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect();
+        let scanned_through = if out.len() < limit {
+            state.last
+        } else {
+            out.last().map(|e| e.ts).unwrap_or(state.last)
+        };
+        (out, scanned_through)
     }
 
     /// Subscribes to clock advances (for awaitData waits).

@@ -80,7 +80,7 @@ fn op_document(op: &OplogOp) -> Result<Document, CommandError> {
                     }
                     (ns.db.clone(), Some(*uuid), o)
                 }
-                DdlOp::Drop { ns, uuid } => {
+                DdlOp::Drop { ns, uuid, .. } => {
                     (ns.db.clone(), Some(*uuid), doc! { "drop": ns.coll.clone() })
                 }
                 DdlOp::Rename {

@@ -151,10 +151,6 @@ fn cmp_doc_at(a: DocRef<'_>, b: DocRef<'_>, depth: usize) -> Ordering {
 
 /// Compares arrays element-wise (their implicit field names "0", "1", ... are equal position
 /// by position).
-pub(crate) fn cmp_arr(a: ArrRef<'_>, b: ArrRef<'_>) -> Ordering {
-    cmp_arr_at(a, b, 1)
-}
-
 fn cmp_arr_at(a: ArrRef<'_>, b: ArrRef<'_>, depth: usize) -> Ordering {
     if depth >= MAX_DEPTH {
         return Ordering::Equal;

@@ -31,7 +31,7 @@ use bson::{Bson, DateTime, Document, RawBsonRef, RawDocument, Timestamp};
 use super::QueryError;
 use super::compare::{cmp_val, compare_bson};
 use super::numeric::{ArithOp, DecParts, Num, arith, dec_arith, decimal_parts, f64_to_i64_exact};
-use super::value::{DocRef, Val, type_alias};
+use super::value::{DocRef, Val, check_nesting, type_alias};
 
 /// The variables visible to expressions: the system variables `$$NOW` and `$$CLUSTER_TIME`
 /// (fixed for one operation, as in mongod) and user variables from a command's `let`.
@@ -224,27 +224,12 @@ impl Expression {
 
     /// Parses from either representation (crate-internal entry point).
     pub(crate) fn parse_val(spec: Val<'_>, vars: &Variables) -> Result<Self, QueryError> {
+        if let Some(d) = spec.as_doc() {
+            check_nesting(d)?;
+        }
         let mut scope = Scope {
             vars,
             locals: Vec::new(),
-            depth: 0,
-        };
-        Ok(Expression {
-            node: parse(spec, &mut scope)?,
-        })
-    }
-
-    #[allow(dead_code)] // used by pipeline stages
-    /// Parses an expression that may use the given extra scoped variable names (for
-    /// accumulators and stage arguments evaluated with extra bindings).
-    pub(crate) fn parse_val_with_locals(
-        spec: Val<'_>,
-        vars: &Variables,
-        locals: &[&str],
-    ) -> Result<Self, QueryError> {
-        let mut scope = Scope {
-            vars,
-            locals: locals.iter().map(|s| (*s).to_owned()).collect(),
             depth: 0,
         };
         Ok(Expression {
@@ -291,40 +276,6 @@ impl Expression {
             locals: Vec::new(),
         };
         eval(&self.node, &mut ctx)
-    }
-
-    #[allow(dead_code)] // used by pipeline stages
-    /// Evaluates with extra scoped bindings (see [`Expression::parse_val_with_locals`]).
-    pub(crate) fn eval_with_locals(
-        &self,
-        doc: DocRef<'_>,
-        vars: &Variables,
-        locals: Vec<(String, Bson)>,
-    ) -> Result<Option<Bson>, QueryError> {
-        let mut ctx = Ctx {
-            root: doc,
-            vars,
-            locals,
-        };
-        eval(&self.node, &mut ctx)
-    }
-
-    #[allow(dead_code)] // used by pipeline stages
-    /// True when the expression is a constant (a literal with no paths or variables).
-    pub(crate) fn constant(&self) -> Option<&Bson> {
-        match &self.node {
-            Node::Const(b) => Some(b),
-            _ => None,
-        }
-    }
-
-    #[allow(dead_code)] // used by pipeline stages
-    /// True when the expression is a plain field path (`"$a.b"`), and that path.
-    pub(crate) fn field_path(&self) -> Option<String> {
-        match &self.node {
-            Node::Field(p) => Some(p.join(".")),
-            _ => None,
-        }
     }
 }
 

@@ -26,7 +26,7 @@ use super::compare::{as_number, cmp_val};
 use super::expr::{Expression, Variables, truthy};
 use super::numeric::{Number, f64_to_i64_exact};
 use super::path::{Candidate, any_candidate};
-use super::value::{DocRef, Val, View, canonical_rank};
+use super::value::{DocRef, Val, View, canonical_rank, check_nesting};
 
 /// Where a filter matched inside arrays, for the positional `$` update and projection
 /// operators (mongod's "elemMatchKey").
@@ -120,7 +120,6 @@ enum BitMask {
     Positions(Vec<u32>),
 }
 
-#[allow(dead_code)] // crate-internal entry points used by the update module
 impl Filter {
     /// Parses a filter document. Errors are the server's (2 `BadValue` "unknown operator:
     /// $foo", 2 "$in needs an array", 51091 for an invalid regular expression, ...).
@@ -130,6 +129,7 @@ impl Filter {
 
     /// Parses a filter whose `$expr` parts may use the given variables (`let`, `$$NOW`).
     pub fn parse_with(filter: &RawDocument, vars: &Variables) -> Result<Self, QueryError> {
+        check_nesting(DocRef::Raw(filter))?;
         let root = parse_doc(DocRef::Raw(filter), vars, 0, true)?;
         Ok(Filter {
             root,
@@ -205,12 +205,6 @@ impl Filter {
     ) -> Result<bool, QueryError> {
         let mut details = MatchDetails::default();
         eval(&self.root, DocRef::Owned(doc), vars, &mut details)
-    }
-
-    /// Crate-internal: tests a document of either representation.
-    pub(crate) fn matches_ref(&self, doc: DocRef<'_>) -> Result<bool, QueryError> {
-        let mut details = MatchDetails::default();
-        eval(&self.root, doc, &self.vars, &mut details)
     }
 
     /// Crate-internal: tests a single value (not a document) against a filter whose paths are
@@ -934,9 +928,8 @@ fn eval(
         Node::Const(b) => *b,
         Node::Expr(e) => truthy(e.eval_doc(doc, vars)?.as_ref()),
         Node::Path { comps, pred, .. } => {
-            let comps: Vec<&str> = comps.iter().map(String::as_str).collect();
             let mut hit: Option<Option<usize>> = None;
-            any_candidate(doc, &comps, &mut |c| {
+            any_candidate(doc, comps, &mut |c| {
                 if pred_matches(pred, c) {
                     hit = Some(c.array_index);
                     true
@@ -950,7 +943,7 @@ fn eval(
                         matches!(pred, Pred::ElemMatchObject(_) | Pred::ElemMatchValue(_));
                     // A top-level array matched by $elemMatch records the matching element.
                     let index = match (index, is_elem_match) {
-                        (None, true) => elem_match_index(doc, &comps, pred),
+                        (None, true) => elem_match_index(doc, comps, pred),
                         (index, _) => index,
                     };
                     if index.is_some() {
@@ -966,7 +959,7 @@ fn eval(
 
 /// The index of the element an `$elemMatch` matched in the array at `comps` (for the
 /// positional operator when the array is not nested in another array).
-fn elem_match_index(doc: DocRef<'_>, comps: &[&str], pred: &Pred) -> Option<usize> {
+fn elem_match_index(doc: DocRef<'_>, comps: &[String], pred: &Pred) -> Option<usize> {
     let mut found = None;
     any_candidate(doc, comps, &mut |c| {
         if c.from_leaf_array {
@@ -1169,7 +1162,6 @@ fn bits_match(kind: Bits, mask: &BitMask, v: Val<'_>) -> bool {
 
 /// Matches a value against a filter whose predicates have empty paths (`$pull` with an
 /// operator condition, e.g. `{$pull: {a: {$gte: 6}}}`).
-#[allow(dead_code)]
 fn match_value_node(node: &Node, v: Val<'_>) -> bool {
     match node {
         Node::And(children) => children.iter().all(|c| match_value_node(c, v)),
@@ -1184,7 +1176,6 @@ fn match_value_node(node: &Node, v: Val<'_>) -> bool {
 
 /// Parses the `$pull` condition of a non-document form: an operator document applied to
 /// each element as a value (paths empty).
-#[allow(dead_code)]
 pub(crate) fn parse_value_condition(
     ops: DocRef<'_>,
     vars: &Variables,

@@ -238,7 +238,7 @@ pub(crate) struct Candidate<'a> {
 /// returns true as soon as `f` returns true.
 pub(crate) fn any_candidate<'a>(
     doc: DocRef<'a>,
-    comps: &[&str],
+    comps: &[String],
     f: &mut dyn FnMut(Candidate<'a>) -> bool,
 ) -> bool {
     visit_doc(doc, comps, None, f)
@@ -246,14 +246,14 @@ pub(crate) fn any_candidate<'a>(
 
 fn visit_doc<'a>(
     doc: DocRef<'a>,
-    comps: &[&str],
+    comps: &[String],
     array_index: Option<usize>,
     f: &mut dyn FnMut(Candidate<'a>) -> bool,
 ) -> bool {
     let Some((first, rest)) = comps.split_first() else {
         return false;
     };
-    match doc.get(first) {
+    match doc.get(first.as_str()) {
         None => f(Candidate {
             value: None,
             array_index,
@@ -265,7 +265,7 @@ fn visit_doc<'a>(
 
 fn visit_value<'a>(
     v: Val<'a>,
-    rest: &[&str],
+    rest: &[String],
     array_index: Option<usize>,
     f: &mut dyn FnMut(Candidate<'a>) -> bool,
 ) -> bool {
@@ -301,7 +301,7 @@ fn visit_value<'a>(
 
 fn visit_array<'a>(
     a: ArrRef<'a>,
-    rest: &[&str],
+    rest: &[String],
     array_index: Option<usize>,
     f: &mut dyn FnMut(Candidate<'a>) -> bool,
 ) -> bool {
@@ -355,10 +355,14 @@ mod tests {
     fn filter_candidates_include_missing_and_whole_arrays() {
         let d = rawdoc! {"a": [{"b": [1, 2]}, {"c": 3}]};
         let mut seen = Vec::new();
-        any_candidate(DocRef::Raw(&d), &["a", "b"], &mut |c| {
-            seen.push((c.value.map(|v| v.to_bson()), c.array_index));
-            false
-        });
+        any_candidate(
+            DocRef::Raw(&d),
+            &["a".to_owned(), "b".to_owned()],
+            &mut |c| {
+                seen.push((c.value.map(|v| v.to_bson()), c.array_index));
+                false
+            },
+        );
         assert_eq!(
             seen,
             vec![

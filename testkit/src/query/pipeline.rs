@@ -26,7 +26,7 @@ use super::numeric::{Num, f64_to_i64_exact};
 use super::path::index_values;
 use super::projection::Projection;
 use super::sort::SortSpec;
-use super::value::{DocRef, Val, raw_doc_to_document, type_alias};
+use super::value::{DocRef, Val, check_nesting, raw_doc_to_document, type_alias};
 
 /// Stages the server has to run itself (they need catalog, oplog, session or write access).
 pub const SERVER_STAGES: &[&str] = &[
@@ -195,6 +195,7 @@ impl Pipeline {
                     "Each element of the 'pipeline' array must be an object",
                 ));
             };
+            check_nesting(DocRef::Raw(d))?;
             out.push(parse_stage(d, vars)?);
         }
         let n = out.len();

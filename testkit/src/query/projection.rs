@@ -15,7 +15,7 @@ use super::compare::as_number;
 use super::expr::{Expression, Variables};
 use super::filter::{Filter, MatchDetails};
 use super::numeric::Number;
-use super::value::{DocRef, Val, raw_doc_to_document};
+use super::value::{DocRef, Val, check_nesting, raw_doc_to_document};
 
 /// A parsed find projection.
 #[derive(Debug, Clone)]
@@ -80,6 +80,7 @@ impl Projection {
         vars: &Variables,
         aggregation: bool,
     ) -> Result<Self, QueryError> {
+        check_nesting(spec)?;
         let mut root: Vec<(String, Item)> = Vec::new();
         let mut mode: Option<(bool, String)> = None;
         let mut positional = false;

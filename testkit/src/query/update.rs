@@ -28,7 +28,7 @@ use super::numeric::{ArithOp, Num, arith};
 use super::path::array_index;
 use super::pipeline::Pipeline;
 use super::sort::SortSpec;
-use super::value::{DocRef, Val, raw_doc_to_document};
+use super::value::{DocRef, Val, check_nesting, raw_doc_to_document};
 
 /// A parsed update.
 #[derive(Debug, Clone)]
@@ -313,7 +313,7 @@ impl Update {
                             "Cannot use array filters with a replacement-style update",
                         ));
                     }
-                    check_depth(DocRef::Raw(d))?;
+                    check_nesting(DocRef::Raw(d))?;
                     let doc = raw_doc_to_document(d);
                     for k in doc.keys() {
                         if k.starts_with('$') {
@@ -368,7 +368,7 @@ impl Update {
         doc: &RawDocument,
         details: Option<&MatchDetails>,
     ) -> Result<Option<AppliedUpdate>, QueryError> {
-        check_depth(DocRef::Raw(doc))?;
+        check_nesting(DocRef::Raw(doc))?;
         let original = raw_doc_to_document(doc);
         let (new_doc, log) = self.apply_document(&original, details, false)?;
         let encoded = encode(&new_doc)?;
@@ -572,35 +572,11 @@ fn encode(d: &Document) -> Result<RawDocumentBuf, QueryError> {
     RawDocumentBuf::try_from(d).map_err(|e| bad(format!("cannot encode the updated document: {e}")))
 }
 
-/// Rejects documents nested deeper than the server allows before decoding them recursively.
-pub(crate) fn check_depth(d: DocRef<'_>) -> Result<(), QueryError> {
-    fn depth_ok(v: Val<'_>, left: usize) -> bool {
-        if left == 0 {
-            return false;
-        }
-        match (v.as_doc(), v.as_arr()) {
-            (Some(d), _) => d.iter().all(|(_, x)| depth_ok(x, left - 1)),
-            (_, Some(a)) => a.iter().all(|x| depth_ok(x, left - 1)),
-            _ => true,
-        }
-    }
-    let ok = d.iter().all(|(_, v)| depth_ok(v, 180));
-    if ok {
-        Ok(())
-    } else {
-        Err(QueryError::new(
-            15,
-            "Overflow",
-            "BSONObj exceeds maximum nested object depth",
-        ))
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Parsing
 
 fn parse_operators(d: &RawDocument, vars: &Variables) -> Result<Vec<Op>, QueryError> {
-    check_depth(DocRef::Raw(d))?;
+    check_nesting(DocRef::Raw(d))?;
     let mut ops: Vec<Op> = Vec::new();
     for (name, arg) in DocRef::Raw(d).iter() {
         let Some(kind) = OpKind::from_name(name) else {

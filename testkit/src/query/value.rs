@@ -161,11 +161,6 @@ impl<'a> Val<'a> {
         }
     }
 
-    /// True for null (not undefined).
-    pub(crate) fn is_null(self) -> bool {
-        matches!(self, Val::Raw(RawBsonRef::Null) | Val::Owned(Bson::Null))
-    }
-
     /// True for arrays.
     pub(crate) fn is_array(self) -> bool {
         self.as_arr().is_some()
@@ -183,14 +178,20 @@ impl<'a> Val<'a> {
     pub(crate) fn to_bson(self) -> Bson {
         match self {
             Val::Owned(b) => b.clone(),
-            Val::Raw(r) => raw_to_bson(r),
+            Val::Raw(r) => raw_to_bson_at(r, 0),
         }
     }
 }
 
+/// Nesting limit of the documents this module decodes or accepts in specifications: mongod
+/// refuses BSON nested deeper than 200 levels in commands (100 in stored documents).
+pub(crate) const MAX_NESTING: usize = 200;
+
 /// Decodes a raw value. Raw values the server stores are valid BSON; anything the `bson` crate
-/// refuses to decode (invalid UTF-8 inside a nested document) becomes `Null` rather than a panic.
-pub(crate) fn raw_to_bson(r: RawBsonRef<'_>) -> Bson {
+/// refuses to decode (invalid UTF-8) becomes `Null` rather than a panic, and so do values
+/// nested deeper than [`MAX_NESTING`] (the server never stores those), so decoding never
+/// recurses without bound.
+fn raw_to_bson_at(r: RawBsonRef<'_>, depth: usize) -> Bson {
     match r {
         RawBsonRef::Double(d) => Bson::Double(d),
         RawBsonRef::String(s) => Bson::String(s.to_owned()),
@@ -198,17 +199,69 @@ pub(crate) fn raw_to_bson(r: RawBsonRef<'_>) -> Bson {
         RawBsonRef::Int64(i) => Bson::Int64(i),
         RawBsonRef::Boolean(b) => Bson::Boolean(b),
         RawBsonRef::Null => Bson::Null,
+        RawBsonRef::Document(d) => {
+            if depth >= MAX_NESTING {
+                return Bson::Null;
+            }
+            Bson::Document(raw_doc_at(d, depth + 1))
+        }
+        RawBsonRef::Array(a) => {
+            if depth >= MAX_NESTING {
+                return Bson::Null;
+            }
+            let mut out = Vec::new();
+            for v in a.into_iter().map_while(Result::ok) {
+                out.push(raw_to_bson_at(v, depth + 1));
+            }
+            Bson::Array(out)
+        }
+        RawBsonRef::JavaScriptCodeWithScope(c) => {
+            if depth >= MAX_NESTING {
+                return Bson::Null;
+            }
+            Bson::JavaScriptCodeWithScope(bson::JavaScriptCodeWithScope {
+                code: c.code.to_owned(),
+                scope: raw_doc_at(c.scope, depth + 1),
+            })
+        }
         other => Bson::try_from(other).unwrap_or(Bson::Null),
     }
 }
 
-/// Decodes a raw document (see [`raw_to_bson`] for malformed content).
-pub(crate) fn raw_doc_to_document(d: &RawDocument) -> Document {
+fn raw_doc_at(d: &RawDocument, depth: usize) -> Document {
     let mut out = Document::new();
-    for (k, v) in DocRef::Raw(d).iter() {
-        out.insert(k, v.to_bson());
+    for elem in d.iter_elements().map_while(Result::ok) {
+        if let Ok(v) = elem.value() {
+            out.insert(elem.key().as_str(), raw_to_bson_at(v, depth));
+        }
     }
     out
+}
+
+/// Decodes a raw document (see `raw_to_bson_at` for malformed or too deep content).
+pub(crate) fn raw_doc_to_document(d: &RawDocument) -> Document {
+    raw_doc_at(d, 0)
+}
+
+/// Fails with 15 `Overflow` when a specification (filter, update, projection, pipeline)
+/// nests deeper than [`MAX_NESTING`]; checking first keeps every later recursion bounded.
+pub(crate) fn check_nesting(d: DocRef<'_>) -> Result<(), crate::query::QueryError> {
+    fn ok(v: Val<'_>, left: usize) -> bool {
+        match (v.as_doc(), v.as_arr()) {
+            (Some(d), _) => left > 0 && d.iter().all(|(_, x)| ok(x, left - 1)),
+            (_, Some(a)) => left > 0 && a.iter().all(|x| ok(x, left - 1)),
+            _ => true,
+        }
+    }
+    if d.iter().all(|(_, v)| ok(v, MAX_NESTING)) {
+        Ok(())
+    } else {
+        Err(crate::query::QueryError::new(
+            15,
+            "Overflow",
+            format!("BSONObj exceeds maximum nested object depth: {MAX_NESTING}"),
+        ))
+    }
 }
 
 impl<'a> DocRef<'a> {
@@ -416,6 +469,7 @@ pub(crate) fn type_alias(t: ElementType) -> &'static str {
 
 /// Builds a regex value; `None` when the pattern or options contain a NUL byte (not
 /// representable as BSON cstrings).
+#[cfg(test)]
 pub(crate) fn make_regex(pattern: &str, options: &str) -> Option<bson::Regex> {
     Some(bson::Regex {
         pattern: bson::raw::CString::try_from(pattern).ok()?,
