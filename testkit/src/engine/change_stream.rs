@@ -287,6 +287,18 @@ impl ChangeStreamCursor {
 
     /// Reads events after the current position: at most `limit` of them.
     pub fn read(&mut self, engine: &Engine, limit: usize) -> Result<StreamBatch, CommandError> {
+        // mongod fails a getMore whose oplog position was deleted rather than skipping the
+        // lost entries: a consumer must learn that it missed changes.
+        let fully_read = self.position.op == Some(u32::MAX);
+        if engine
+            .oplog
+            .history_lost_after(self.position.ts, fully_read)
+        {
+            return Err(CommandError::new(
+                286,
+                "Resume of change stream was not possible, as the resume point may no longer be in the oplog.",
+            ));
+        }
         let mut events = Vec::new();
         let mut invalidated = false;
         let (entries, scanned_through) = engine.oplog.entries_from(self.position.ts, usize::MAX);
