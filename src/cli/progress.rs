@@ -116,6 +116,10 @@ impl View {
                 }
             }
             ProgressMode::Lines => {
+                // Nothing worth a line before the plan is known.
+                if p.namespaces.is_empty() && !last {
+                    return;
+                }
                 let due = self
                     .last_line
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));

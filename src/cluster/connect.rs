@@ -119,6 +119,13 @@ impl Cluster {
         }
     }
 
+    /// The cluster's current time, from the `operationTime` a replica set or mongos reports
+    /// with every reply (`None` for a standalone, which has no cluster time).
+    pub async fn cluster_time(&self) -> Result<Option<bson::Timestamp>, ClusterError> {
+        let reply = self.command("admin", bson::doc! { "ping": 1 }).await?;
+        Ok(reply.get_timestamp("operationTime").ok())
+    }
+
     /// Runs a command on a database.
     pub async fn command(&self, db: &str, command: Document) -> Result<Document, ClusterError> {
         let name = command.keys().next().cloned().unwrap_or_default();

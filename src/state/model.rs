@@ -136,8 +136,8 @@ pub struct PartitionState {
     pub min: Option<IdBound>,
     /// Exclusive upper `_id` bound (`None`: to the largest `_id`).
     pub max: Option<IdBound>,
-    /// The last `_id` copied and acknowledged; a resume restarts from it (inclusive, so that
-    /// one document is met again and counted as a duplicate).
+    /// The last `_id` copied and acknowledged; a resume restarts from it (inclusive in the
+    /// query, and that first document is skipped).
     pub resume_from: Option<IdBound>,
     /// Copied completely.
     pub done: bool,
@@ -202,7 +202,8 @@ pub struct NamespaceState {
     pub bytes_estimate: u64,
     /// Partitions (empty until decided).
     pub partitions: Vec<PartitionState>,
-    /// Documents met again after a resume (already on the destination), skipped.
+    /// Documents found already on the destination after a crash (sent again because the crash
+    /// came between their insert and its checkpoint).
     pub duplicates: u64,
 }
 

@@ -21,7 +21,7 @@ use super::copy::{CopyError, CopyJob, CopySettings, CopyUpdate, run_copy};
 use super::ddl;
 use super::progress::{Progress, now_secs};
 use super::spool::{DEFAULT_SEGMENT_BYTES, SpoolWriter, spool_dir};
-use super::stream::{self, ReaderCheckpoint, StreamError};
+use super::stream::{self, ReaderCheckpoint, ReaderStop, StreamError};
 use super::writer::write_concern;
 use crate::cluster::{Cluster, ClusterError, CollectionKind, Side};
 use crate::config::Config;
@@ -434,8 +434,15 @@ impl Engine<'_> {
             .collect()
     }
 
-    fn on_copy_update(&mut self, update: CopyUpdate) {
+    /// Records a copy update. Decided and completed partitions are persisted at once, so
+    /// finished work is never redone after a crash; watermarks wait for the next periodic
+    /// write (a crash then repeats at most a couple of seconds of batches).
+    fn on_copy_update(&mut self, update: CopyUpdate) -> Result<(), StateError> {
         self.dirty = true;
+        let urgent = matches!(
+            update,
+            CopyUpdate::Partitioned { .. } | CopyUpdate::PartitionDone { .. }
+        );
         match update {
             CopyUpdate::Partitioned {
                 destination,
@@ -477,6 +484,7 @@ impl Engine<'_> {
                 }
             }
         }
+        if urgent { self.persist() } else { Ok(()) }
     }
 
     fn on_checkpoint(&mut self, c: ReaderCheckpoint) {
@@ -520,7 +528,7 @@ impl Engine<'_> {
             }
             tokio::select! {
                 r = &mut work, if result.is_none() => result = Some(r),
-                Some(u) = async { updates.as_mut()?.recv().await }, if updates_open => self.on_copy_update(u),
+                Some(u) = async { updates.as_mut()?.recv().await }, if updates_open => self.on_copy_update(u)?,
                 Some(c) = checkpoints.recv() => self.on_checkpoint(c),
                 _ = ticker.tick() => self.tick()?,
             }
@@ -542,26 +550,43 @@ impl Engine<'_> {
                 source,
             })?;
         let (checkpoint_tx, mut checkpoints) = mpsc::channel(64);
-        let reader_cancel = CancellationToken::new();
+        let (stop_tx, stop_rx) = watch::channel(ReaderStop::Running);
         let reader = tokio::spawn(stream::run_reader(
             source.clone(),
             change_stream,
             spool,
             self.config.options.filter.clone(),
             checkpoint_tx,
-            reader_cancel.clone(),
+            stop_rx,
         ));
 
         let result = self
             .copy_and_index(&source, &destination, actions, &mut checkpoints, &cancel)
             .await;
 
-        // Stop the reader and record its last checkpoint whatever happened.
-        reader_cancel.cancel();
-        let reader_result = reader.await;
+        // Stop the reader and record its last checkpoint whatever happened. After a complete
+        // copy it first drains every change made up to now, so the spool ends at the copy's end.
+        let stop = match (&result, cancel.is_cancelled()) {
+            (Ok(true), false) => match source.cluster_time().await {
+                Ok(Some(now)) => ReaderStop::DrainUntil(now),
+                _ => ReaderStop::Now,
+            },
+            _ => ReaderStop::Now,
+        };
+        if stop != ReaderStop::Now {
+            self.set_activity("spooling the last changes");
+        }
+        let _ = stop_tx.send(stop);
+        let reader_result = self.drive(reader, &mut checkpoints, None).await?;
         while let Ok(c) = checkpoints.try_recv() {
             self.on_checkpoint(c);
         }
+        self.activity = if matches!(result, Ok(true)) {
+            "copy complete"
+        } else {
+            "interrupted"
+        }
+        .to_owned();
         self.persist()?;
         match reader_result {
             Ok(Ok(())) => {}
@@ -655,6 +680,9 @@ impl Engine<'_> {
                 n.indexes_built = true;
             }
             self.persist()?;
+        }
+        for n in &mut self.state.namespaces {
+            n.indexes_built = true;
         }
         self.state.phase = Phase::Copied;
         self.state.timestamps.copy_finished = Some(jiff::Timestamp::now().to_string());

@@ -75,11 +75,11 @@ pub enum CopyUpdate {
         partition: u32,
         /// The last `_id` of the batch.
         last_id: IdBound,
-        /// Documents inserted.
+        /// Documents copied (inserted, or found already present after a crash).
         documents: u64,
-        /// Bytes moved (inserted or already present).
+        /// Their bytes.
         bytes: u64,
-        /// Documents already present.
+        /// Of those, documents that were already present.
         duplicates: u64,
     },
     /// A partition is complete.
@@ -322,6 +322,11 @@ async fn copy_partition(
         .map_err(|e| ctx.source.error(&command, &e))?;
     let mut buffer: Vec<RawDocumentBuf> = Vec::new();
     let mut buffered_bytes = 0u64;
+    // A resumed range starts at its watermark, inclusive; that document was already counted.
+    let mut skip_watermark = part
+        .resume_from
+        .as_ref()
+        .and_then(|b| b.as_document().get("_id").cloned());
     while let Some(batch) = cursor.next().await {
         if ctx.cancel.is_cancelled() {
             return Ok(());
@@ -338,6 +343,11 @@ async fn copy_partition(
                     .invalid_reply(&command, "a batch element is not a document")
                     .into());
             };
+            if let Some(watermark) = skip_watermark.take()
+                && super::ddl::raw_id(doc).as_ref() == Some(&watermark)
+            {
+                continue;
+            }
             buffered_bytes += doc.as_bytes().len() as u64;
             buffer.push(doc.to_owned());
             if buffered_bytes >= settings.batch_bytes {
@@ -399,7 +409,7 @@ async fn flush(
             destination: job.destination.clone(),
             partition: part.id,
             last_id: IdBound::new(last_id),
-            documents: outcome.inserted,
+            documents: outcome.inserted + outcome.duplicates,
             bytes: *buffered_bytes,
             duplicates: outcome.duplicates,
         })

@@ -12,11 +12,10 @@
 
 use std::time::{Duration, Instant};
 
-use bson::{Bson, RawDocument, RawDocumentBuf};
+use bson::{Bson, RawDocument, RawDocumentBuf, Timestamp};
 use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{mpsc, watch};
 
 use super::spool::SpoolWriter;
 use crate::cluster::{Cluster, ClusterError, codes};
@@ -125,25 +124,51 @@ pub fn is_relevant(event: &RawDocument, filter: &NamespaceFilter) -> bool {
     ns_of("ns").is_some_and(matches) || ns_of("to").is_some_and(matches)
 }
 
-/// Reads changes into the spool until cancelled or failed, reporting a checkpoint about once a
-/// second (and a final one on the way out).
+/// When the reader should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaderStop {
+    /// Keep reading.
+    Running,
+    /// Stop at once (interrupt or failure elsewhere); the resume token covers the rest.
+    Now,
+    /// Stop once every change up to this source cluster time is spooled.
+    DrainUntil(Timestamp),
+}
+
+/// How long a drain may take before the reader stops anyway (its resume token still covers
+/// whatever it did not reach, so stopping is safe, only less complete).
+const MAX_DRAIN: Duration = Duration::from_secs(30);
+
+/// Reads changes into the spool until told to stop or failed, reporting a checkpoint about once
+/// a second (and a final one on the way out).
 pub async fn run_reader(
     source: Cluster,
     mut stream: ChangeStream<RawDocumentBuf>,
     mut spool: SpoolWriter,
     filter: NamespaceFilter,
     checkpoints: mpsc::Sender<ReaderCheckpoint>,
-    cancel: CancellationToken,
+    stop: watch::Receiver<ReaderStop>,
 ) -> Result<(), StreamError> {
     let mut last_report = Instant::now();
     let mut pending_events = 0u64;
     let mut pending_bytes = 0u64;
     let mut last_event: Option<ClusterTime> = None;
     let mut reported_token: Option<ResumeToken> = None;
+    let mut drain_started: Option<Instant> = None;
     loop {
         // No `select!` around `next_if_any`: dropping it mid-batch could leave the stream's
         // token ahead of events not yet spooled. The short await time bounds the wait instead.
-        let stopping = cancel.is_cancelled();
+        let stopping = match *stop.borrow() {
+            ReaderStop::Running => false,
+            ReaderStop::Now => true,
+            ReaderStop::DrainUntil(until) => {
+                let started = *drain_started.get_or_insert_with(Instant::now);
+                let reached = current_token(&stream)
+                    .and_then(|t| t.cluster_time())
+                    .is_some_and(|t| t.0 >= until);
+                reached || started.elapsed() >= MAX_DRAIN
+            }
+        };
         if !stopping {
             match stream.next_if_any().await {
                 Ok(Some(event)) => {

@@ -1,0 +1,540 @@
+//! `mongoshift apply` (initial copy, lockfile, spool) against testkit servers.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bson::spec::BinarySubtype;
+use bson::{Binary, Bson, Decimal128, Document, RawDocumentBuf, doc, oid::ObjectId};
+use common::{Pair, block_on, client};
+use futures_util::TryStreamExt;
+use mongoshift::state::{MigrationState, Phase, lockfile};
+use mongoshift_testkit::{TestServer, TestServerHandle};
+
+/// Every BSON type the server accepts as an `_id`, with no two values equal in the server's
+/// order (1 and 1.0 would be the same `_id`).
+fn mixed_ids() -> Vec<Bson> {
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        ids.push(Bson::ObjectId(ObjectId::new()));
+        ids.push(Bson::Int32(i));
+        ids.push(Bson::Int64(10_000_000_000 + i64::from(i)));
+        ids.push(Bson::Double(0.5 + f64::from(i)));
+        ids.push(Bson::String(format!("key-{i:04}")));
+        ids.push(Bson::Document(doc! { "tenant": i, "seq": "a" }));
+        ids.push(Bson::Binary(Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: vec![i as u8, 7, 7],
+        }));
+        ids.push(Bson::Binary(Binary {
+            subtype: BinarySubtype::Uuid,
+            bytes: vec![i as u8; 16],
+        }));
+        ids.push(Bson::DateTime(bson::DateTime::from_millis(
+            1_600_000_000_000 + i64::from(i),
+        )));
+    }
+    ids.push(Bson::Decimal128(
+        "12345678901234567890.5".parse::<Decimal128>().unwrap(),
+    ));
+    ids.push(Bson::Boolean(true));
+    ids.push(Bson::Boolean(false));
+    ids.push(Bson::Null);
+    ids.push(Bson::MinKey);
+    ids.push(Bson::MaxKey);
+    ids
+}
+
+/// Seeds `shop.mixed` (mixed `_id`s, one document near 16 MiB), `shop.orders` (plain),
+/// an empty collection, a capped one, one with a validator and one with a collation.
+fn seed_variety(server: &TestServerHandle) {
+    block_on(async {
+        let c = client(server).await;
+        let shop = c.database("shop");
+        let mixed = shop.collection::<Document>("mixed");
+        let docs: Vec<Document> = mixed_ids()
+            .into_iter()
+            .enumerate()
+            .map(|(n, id)| doc! { "_id": id, "n": n as i64, "nested": { "a": [1, 2, { "b": "c" }] }, "pad": "y".repeat(300) })
+            .collect();
+        mixed.insert_many(docs).await.unwrap();
+        mixed
+            .insert_one(doc! { "_id": "huge", "blob": "z".repeat(16 * 1024 * 1024 - 1024) })
+            .await
+            .unwrap();
+        shop.collection::<Document>("orders")
+            .insert_many((0..2000).map(|i| doc! { "_id": i, "customer": i % 31, "lines": [{ "sku": format!("s{i}"), "qty": i % 5 }] }))
+            .await
+            .unwrap();
+        shop.run_command(doc! { "create": "empty" }).await.unwrap();
+        shop.run_command(doc! { "create": "log", "capped": true, "size": 65_536, "max": 100 })
+            .await
+            .unwrap();
+        shop.collection::<Document>("log")
+            .insert_many((0..150).map(|i| doc! { "i": i }))
+            .await
+            .unwrap();
+        shop.run_command(doc! {
+            "create": "people",
+            "validator": { "name": { "$type": "string" } },
+            "validationLevel": "moderate",
+            "validationAction": "warn",
+        })
+        .await
+        .unwrap();
+        shop.collection::<Document>("people")
+            .insert_many([doc! { "name": "ann" }, doc! { "name": "bob" }])
+            .await
+            .unwrap();
+        shop.run_command(
+            doc! { "create": "names", "collation": { "locale": "fr", "strength": 2 } },
+        )
+        .await
+        .unwrap();
+        shop.collection::<Document>("names")
+            .insert_one(doc! { "n": "Élodie" })
+            .await
+            .unwrap();
+    });
+}
+
+/// Every document of a collection as raw bytes, sorted (a multiset).
+fn raw_documents(server: &TestServerHandle, db: &str, coll: &str) -> Vec<Vec<u8>> {
+    block_on(async {
+        let c = client(server).await;
+        let docs: Vec<RawDocumentBuf> = c
+            .database(db)
+            .collection::<RawDocumentBuf>(coll)
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let mut bytes: Vec<Vec<u8>> = docs.into_iter().map(RawDocumentBuf::into_bytes).collect();
+        bytes.sort();
+        bytes
+    })
+}
+
+/// Collection options as `listCollections` reports them, by name.
+fn options(server: &TestServerHandle, db: &str) -> Vec<(String, Document)> {
+    block_on(async {
+        let c = client(server).await;
+        let mut out: Vec<(String, Document)> = c
+            .database(db)
+            .run_cursor_command(doc! { "listCollections": 1 })
+            .await
+            .unwrap()
+            .try_collect::<Vec<Document>>()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| {
+                (
+                    d.get_str("name").unwrap().to_owned(),
+                    d.get_document("options").cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    })
+}
+
+fn assert_same_data(pair: &Pair, db: &str, colls: &[&str]) {
+    for coll in colls {
+        let source = raw_documents(&pair.source, db, coll);
+        let destination = raw_documents(&pair.destination, db, coll);
+        assert_eq!(
+            source.len(),
+            destination.len(),
+            "{db}.{coll}: document counts differ"
+        );
+        assert!(
+            source == destination,
+            "{db}.{coll}: documents differ byte for byte"
+        );
+    }
+}
+
+fn state(dir: &Path) -> MigrationState {
+    lockfile::load(&dir.join("migration.lock"))
+        .unwrap()
+        .expect("a lockfile")
+}
+
+fn spawn_apply(pair: &Pair, args: &[&str]) -> Child {
+    Command::new(assert_cmd::cargo::cargo_bin("mongoshift"))
+        .current_dir(pair.path())
+        .env("NO_COLOR", "1")
+        .args(["apply"].iter().chain(args))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("apply starts")
+}
+
+/// Waits until the lockfile shows `phase` (or later), up to `limit`.
+fn wait_for_phase(dir: &Path, phase: Phase, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(s)) = lockfile::load(&dir.join("migration.lock"))
+            && s.phase >= phase
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the migration did not reach {phase} within {limit:?}");
+}
+
+/// Slows every insert on the destination, so a copy stays in progress long enough to act on.
+fn slow_inserts(server: &TestServerHandle, millis: i32) {
+    server
+        .configure_fail_point(&doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": { "failCommands": ["insert"], "blockConnection": true, "blockTimeMS": millis },
+        })
+        .unwrap();
+}
+
+const SMALL_PARTITIONS: &str =
+    "[options.copy]\npartition_size = \"1MiB\"\nbatch_size = \"64KiB\"\nparallel_partitions = 4\n";
+
+#[test]
+fn every_id_type_and_option_arrives_byte_identical() {
+    let pair = Pair::new();
+    seed_variety(&pair.source);
+    pair.write_config(SMALL_PARTITIONS);
+    let run = pair.run(&["apply"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("copy complete"), "{}", run.stdout);
+
+    assert_same_data(
+        &pair,
+        "shop",
+        &["mixed", "orders", "empty", "log", "people", "names"],
+    );
+    assert_eq!(
+        options(&pair.source, "shop"),
+        options(&pair.destination, "shop"),
+        "collection options are preserved"
+    );
+    let s = state(pair.path());
+    assert_eq!(s.phase, Phase::Copied);
+    let mixed = s
+        .namespaces
+        .iter()
+        .find(|n| n.destination.coll() == "mixed")
+        .unwrap();
+    assert!(
+        mixed.partitions.len() > 1,
+        "the mixed collection was split: {:?}",
+        mixed.partitions.len()
+    );
+    assert_eq!(mixed.documents_copied(), mixed_ids().len() as u64 + 1);
+    assert!(s.start_time.is_some(), "T0 is recorded");
+
+    // Re-running a copied migration does nothing and says so.
+    let again = pair.run(&["apply"]);
+    assert_eq!(again.code, 0);
+    assert!(
+        again.stdout.contains("already complete"),
+        "{}",
+        again.stdout
+    );
+    let status = pair.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["progress"]["phase"], "copied");
+    assert_eq!(status["holder"], serde_json::Value::Null);
+}
+
+#[test]
+fn killed_at_random_points_it_resumes_without_loss_or_recopy() {
+    let pair = Pair::new();
+    block_on(async {
+        let c = client(&pair.source).await;
+        let orders = c.database("shop").collection::<Document>("orders");
+        for chunk in 0..6 {
+            orders
+                .insert_many(
+                    (0..5000)
+                        .map(|i| doc! { "_id": chunk * 5000 + i, "v": i, "pad": "p".repeat(120) }),
+                )
+                .await
+                .unwrap();
+        }
+        let ids = c.database("shop").collection::<Document>("ids");
+        ids.insert_many(mixed_ids().into_iter().map(|id| doc! { "_id": id }))
+            .await
+            .unwrap();
+    });
+    pair.write_config("[options.copy]\npartition_size = \"1MiB\"\nbatch_size = \"32KiB\"\nparallel_partitions = 2\n");
+    // Slow enough that kills land inside the copy.
+    slow_inserts(&pair.destination, 15);
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    println!("kill delays seeded with {seed}");
+    let mut rng = seed;
+    let mut kills = 0;
+    // Partitions recorded as complete at some kill, with the bytes they had moved then.
+    let mut completed: Vec<(String, u32, u64)> = Vec::new();
+    for _ in 0..5 {
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let delay = Duration::from_millis(200 + (rng >> 33) % 1500);
+        let mut child = spawn_apply(&pair, &[]);
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL: no chance to save anything
+            kills += 1;
+        }
+        child.wait().unwrap();
+        if let Ok(Some(s)) = lockfile::load(&pair.path().join("migration.lock")) {
+            for n in &s.namespaces {
+                for p in n.partitions.iter().filter(|p| p.done) {
+                    let key = (n.destination.to_string(), p.id);
+                    if !completed.iter().any(|(ns, id, _)| (ns.clone(), *id) == key) {
+                        completed.push((key.0, key.1, p.bytes));
+                    }
+                }
+            }
+        }
+    }
+    pair.destination.clear_fail_points();
+    let run = pair.run(&["apply"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    println!(
+        "killed {kills} times; {} partitions were complete at some kill",
+        completed.len()
+    );
+
+    assert_same_data(&pair, "shop", &["orders", "ids"]);
+    let s = state(pair.path());
+    assert_eq!(s.phase, Phase::Copied);
+    for (ns, id, bytes) in &completed {
+        let n = s
+            .namespaces
+            .iter()
+            .find(|n| &n.destination.to_string() == ns)
+            .unwrap();
+        let p = n.partitions.iter().find(|p| p.id == *id).unwrap();
+        assert_eq!(
+            p.bytes, *bytes,
+            "{ns} partition {id} was complete, and was copied again"
+        );
+    }
+    let copied: u64 = s.namespaces.iter().map(|n| n.documents_copied()).sum();
+    assert_eq!(
+        copied,
+        30_000 + mixed_ids().len() as u64,
+        "every document counted exactly once"
+    );
+}
+
+#[test]
+fn a_second_apply_is_refused_while_the_first_runs() {
+    let pair = Pair::new();
+    seed_variety(&pair.source);
+    pair.write_config(SMALL_PARTITIONS);
+    slow_inserts(&pair.destination, 200);
+    let mut first = spawn_apply(&pair, &[]);
+    wait_for_phase(pair.path(), Phase::Preparing, Duration::from_secs(20));
+
+    let second = pair.run(&["apply"]);
+    assert_eq!(second.code, 4, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("locked by `mongoshift apply` (pid"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains(&format!("pid {}", first.id())),
+        "{}",
+        second.stderr
+    );
+    let status = pair.run(&["status"]);
+    assert!(
+        status.stdout.contains(&format!("pid {}", first.id())),
+        "{}",
+        status.stdout
+    );
+
+    // With --lock-timeout the second waits for the first to finish.
+    pair.destination.clear_fail_points();
+    let waited = pair.run(&["apply", "--lock-timeout", "60s"]);
+    assert_eq!(waited.code, 0, "{}", waited.stderr);
+    assert!(first.wait().unwrap().success());
+    assert_same_data(&pair, "shop", &["mixed", "orders"]);
+}
+
+#[test]
+fn a_corrupt_lockfile_is_refused_and_left_untouched() {
+    let pair = Pair::new();
+    seed_variety(&pair.source);
+    pair.write_config("");
+    let path = pair.path().join("migration.lock");
+    let cases: [&[u8]; 3] = [
+        b"{\"format_version\": 1, \"lineage\": \"x\", \"ser",
+        b"not json at all",
+        b"{\"format_version\": 7}",
+    ];
+    for bytes in cases {
+        std::fs::write(&path, bytes).unwrap();
+        let run = pair.run(&["apply"]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.stderr.contains("migration.lock"), "{}", run.stderr);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "left untouched");
+        let status = pair.run(&["status"]);
+        assert_eq!(status.code, 1);
+    }
+    let truncated = pair.run(&["apply"]);
+    assert!(
+        truncated.stderr.contains("newer") || truncated.stderr.contains("format 7"),
+        "{}",
+        truncated.stderr
+    );
+    assert!(
+        raw_documents(&pair.destination, "shop", "orders").is_empty(),
+        "nothing was copied"
+    );
+}
+
+#[test]
+fn an_interrupt_saves_state_and_exits_130() {
+    let pair = Pair::new();
+    seed_variety(&pair.source);
+    pair.write_config(SMALL_PARTITIONS);
+    slow_inserts(&pair.destination, 100);
+    let mut child = spawn_apply(&pair, &[]);
+    wait_for_phase(pair.path(), Phase::Copying, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it stops promptly"
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("state saved"), "{stderr}");
+    assert_eq!(state(pair.path()).phase, Phase::Copying);
+    assert!(
+        mongoshift::state::lock::read_holder(&pair.path().join("migration.lock")).is_none(),
+        "the lock is released"
+    );
+
+    pair.destination.clear_fail_points();
+    let run = pair.run(&["apply"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_data(&pair, "shop", &["mixed", "orders", "log"]);
+}
+
+#[test]
+fn saved_plans_apply_exactly_or_are_refused_when_stale() {
+    let pair = Pair::new();
+    seed_variety(&pair.source);
+    pair.write_config("");
+    assert_eq!(pair.run(&["plan", "--out", "reviewed.plan"]).code, 0);
+    block_on(async {
+        let c = client(&pair.source).await;
+        c.database("shop").run_command(doc! { "createIndexes": "orders", "indexes": [{ "key": { "customer": 1 }, "name": "customer_1" }] }).await.unwrap();
+    });
+    let stale = pair.run(&["apply", "reviewed.plan"]);
+    assert_eq!(stale.code, 5, "{}", stale.stderr);
+    assert!(
+        stale
+            .stderr
+            .contains("the source's namespaces, options or indexes changed"),
+        "{}",
+        stale.stderr
+    );
+    assert!(
+        !pair.path().join("migration.lock").exists(),
+        "a refused plan starts nothing"
+    );
+
+    assert_eq!(pair.run(&["plan", "--out", "reviewed.plan"]).code, 0);
+    let run = pair.run(&["apply", "reviewed.plan"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_data(&pair, "shop", &["orders", "mixed"]);
+    // A plan file cannot restart a migration that is under way.
+    let again = pair.run(&["apply", "reviewed.plan"]);
+    assert_eq!(again.code, 5, "{}", again.stderr);
+}
+
+#[test]
+fn changes_during_the_copy_are_spooled_even_beyond_the_oplog_window() {
+    // The source keeps only 100 oplog entries; 300 writes happen during the copy.
+    let pair = Pair::with(
+        TestServer::builder()
+            .replica_set_name("src")
+            .oplog_max_events(100),
+        TestServer::builder().replica_set_name("dst"),
+    );
+    seed_variety(&pair.source);
+    pair.write_config(SMALL_PARTITIONS);
+    // Inserts on the destination wait a second each, so the copy lasts as long as the writer.
+    slow_inserts(&pair.destination, 1000);
+    let mut child = spawn_apply(&pair, &[]);
+    wait_for_phase(pair.path(), Phase::Copying, Duration::from_secs(20));
+    block_on(async {
+        let c = client(&pair.source).await;
+        let live = c.database("shop").collection::<Document>("live");
+        // About 100 writes a second: the oplog then holds about one second of history,
+        // far less than the copy takes, while the reader keeps up with the pace.
+        for i in 0..300 {
+            live.insert_one(doc! { "_id": i, "at": i }).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let copying = state(pair.path());
+    assert_eq!(
+        copying.phase,
+        Phase::Copying,
+        "the copy was still running while the source changed"
+    );
+    pair.destination.clear_fail_points();
+    assert!(child.wait().unwrap().success());
+
+    let s = state(pair.path());
+    let dir = mongoshift::sync::spool::spool_dir(&pair.path().join("migration.lock"));
+    let mut reader = mongoshift::sync::spool::SpoolReader::new(&dir, Default::default());
+    let mut seen = Vec::new();
+    while let Some(event) = reader.next(s.stream.spooled).unwrap() {
+        if event.get_str("operationType").ok() == Some("insert")
+            && event
+                .get_document("ns")
+                .and_then(|ns| ns.get_str("coll"))
+                .ok()
+                == Some("live")
+        {
+            seen.push(
+                event
+                    .get_document("documentKey")
+                    .unwrap()
+                    .get_i32("_id")
+                    .unwrap(),
+            );
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..300).collect::<Vec<_>>(),
+        "every change made during the copy is spooled, in order"
+    );
+    assert!(s.stream.events_spooled >= 300);
+}
