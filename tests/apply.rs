@@ -68,6 +68,16 @@ fn seed_variety(server: &TestServerHandle) {
             .insert_many((0..2000).map(|i| doc! { "_id": i, "customer": i % 31, "lines": [{ "sku": format!("s{i}"), "qty": i % 5 }] }))
             .await
             .unwrap();
+        shop.run_command(doc! {
+            "createIndexes": "orders",
+            "indexes": [
+                { "key": { "customer": 1 }, "name": "customer_1" },
+                { "key": { "lines.sku": 1 }, "name": "sku_unique", "unique": true, "sparse": true },
+                { "key": { "customer": -1, "_id": 1 }, "name": "by_customer", "partialFilterExpression": { "customer": { "$gt": 3 } } },
+            ],
+        })
+        .await
+        .unwrap();
         shop.run_command(doc! { "create": "empty" }).await.unwrap();
         shop.run_command(doc! { "create": "log", "capped": true, "size": 65_536, "max": 100 })
             .await
@@ -116,6 +126,29 @@ fn raw_documents(server: &TestServerHandle, db: &str, coll: &str) -> Vec<Vec<u8>
         let mut bytes: Vec<Vec<u8>> = docs.into_iter().map(RawDocumentBuf::into_bytes).collect();
         bytes.sort();
         bytes
+    })
+}
+
+/// Index specs (without the server's `v`), sorted by name.
+fn indexes(server: &TestServerHandle, db: &str, coll: &str) -> Vec<Document> {
+    block_on(async {
+        let c = client(server).await;
+        let mut out: Vec<Document> = c
+            .database(db)
+            .run_cursor_command(doc! { "listIndexes": coll })
+            .await
+            .unwrap()
+            .try_collect::<Vec<Document>>()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|mut d| {
+                d.remove("v");
+                d
+            })
+            .collect();
+        out.sort_by(|a, b| a.get_str("name").unwrap().cmp(b.get_str("name").unwrap()));
+        out
     })
 }
 
@@ -223,6 +256,11 @@ fn every_id_type_and_option_arrives_byte_identical() {
         options(&pair.source, "shop"),
         options(&pair.destination, "shop"),
         "collection options are preserved"
+    );
+    assert_eq!(
+        indexes(&pair.source, "shop", "orders"),
+        indexes(&pair.destination, "shop", "orders"),
+        "indexes are built"
     );
     let s = state(pair.path());
     assert_eq!(s.phase, Phase::Copied);
@@ -537,4 +575,74 @@ fn changes_during_the_copy_are_spooled_even_beyond_the_oplog_window() {
         "every change made during the copy is spooled, in order"
     );
     assert!(s.stream.events_spooled >= 300);
+}
+
+#[test]
+fn json_progress_is_one_event_per_line() {
+    let pair = Pair::new();
+    seed_variety(&pair.source);
+    pair.write_config(SMALL_PARTITIONS);
+    let run = pair.run(&["apply", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let events: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["event"] == "progress"),
+        "{}",
+        run.stdout
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "result");
+    assert_eq!(last["status"], "copied");
+    assert_eq!(last["exit_code"], 0);
+    let final_progress = events
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "progress")
+        .unwrap();
+    assert_eq!(final_progress["progress"]["phase"], "copied");
+    assert_eq!(
+        final_progress["progress"]["documents"],
+        final_progress["progress"]["documents_estimate"]
+    );
+}
+
+#[test]
+fn unlock_clears_the_record_of_a_holder_on_another_host() {
+    let pair = Pair::new();
+    seed_variety(&pair.source);
+    pair.write_config("");
+    let lockfile = pair.path().join("migration.lock");
+    let holder = mongoshift::state::Holder {
+        id: "3f1c0b1e-remote".to_owned(),
+        host: "other-host.example.net".to_owned(),
+        pid: 4242,
+        since: "2026-11-22T00:00:00Z".to_owned(),
+        command: "apply".to_owned(),
+    };
+    std::fs::write(
+        mongoshift::state::lock::holder_path(&lockfile),
+        serde_json::to_vec(&holder).unwrap(),
+    )
+    .unwrap();
+    let refused = pair.run(&["apply"]);
+    assert_eq!(refused.code, 4);
+    assert!(
+        refused.stderr.contains("mongoshift unlock 3f1c0b1e-remote"),
+        "{}",
+        refused.stderr
+    );
+    let wrong = pair.run(&["unlock", "nope"]);
+    assert_eq!(wrong.code, 1);
+    let run = pair.run(&["unlock", "3f1c0b1e-remote"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("other-host.example.net"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(pair.run(&["apply"]).code, 0);
 }
