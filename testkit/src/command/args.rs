@@ -51,8 +51,12 @@ pub fn parse_request(
         Ok(Some(v)) => {
             let n =
                 as_i64(v).ok_or_else(|| CommandError::bad_value("maxTimeMS must be a number"))?;
-            if n < 0 {
-                return Err(CommandError::bad_value("maxTimeMS must be non-negative"));
+            // mongod's IDL takes maxTimeMS as a non-negative 32-bit value.
+            if n < 0 || n > i64::from(i32::MAX) {
+                return Err(CommandError::bad_value(format!(
+                    "{n} value for maxTimeMS is out of range [0, {}]",
+                    i32::MAX
+                )));
             }
             (n > 0).then_some(n as u64)
         }

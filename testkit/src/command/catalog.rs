@@ -464,8 +464,11 @@ fn normalize_create_options(mut options: Document) -> Result<Document, CommandEr
                 ));
             }
         };
-        if size <= 0 {
-            return Err(CommandError::bad_value("size must be positive"));
+        // mongod refuses sizes of 1 PB and more.
+        if size <= 0 || size >= 1_i64 << 50 {
+            return Err(CommandError::bad_value(
+                "Capped collection size must be greater than 0 and less than 1 PB",
+            ));
         }
         // mongod rounds the capped size up to a multiple of 256 bytes.
         let rounded = (size + 255) / 256 * 256;
