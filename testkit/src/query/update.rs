@@ -1183,7 +1183,7 @@ fn walk(
                         if !op.kind.creates() {
                             return Ok(());
                         }
-                        pad_array(a, i);
+                        pad_array(a, i)?;
                         a[i] = Bson::Document(Document::new());
                         ctx.log.push(LogEntry {
                             path: extend(concrete, name),
@@ -1322,10 +1322,21 @@ fn descend(
     }
 }
 
-fn pad_array(a: &mut Vec<Bson>, i: usize) {
+/// mongod pads an array with nulls up to a written index, but refuses to pad by more than
+/// 1,500,000 elements (34 `CannotBackfillArray`).
+fn pad_array(a: &mut Vec<Bson>, i: usize) -> Result<(), QueryError> {
+    const MAX_PADDING: usize = 1_500_000;
+    if i.saturating_sub(a.len()) > MAX_PADDING {
+        return Err(QueryError::new(
+            34,
+            "CannotBackfillArray",
+            format!("can't backfill more than {MAX_PADDING} elements"),
+        ));
+    }
     while a.len() <= i {
         a.push(Bson::Null);
     }
+    Ok(())
 }
 
 /// Reads the current value of the slot.
@@ -1350,7 +1361,7 @@ fn slot_set(parent: &mut Parent<'_>, name: &str, v: Bson) -> Result<(), QueryErr
                     show(&Bson::Array(a.to_vec()))
                 )));
             };
-            pad_array(a, i);
+            pad_array(a, i)?;
             a[i] = v;
             Ok(())
         }
