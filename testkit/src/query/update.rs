@@ -441,7 +441,14 @@ impl Update {
                 Ok((d, Vec::new()))
             }
             Kind::Pipeline(p) => {
-                let out = p.run_update(original, &self.vars)?;
+                let mut out = p.run_update(original, &self.vars)?;
+                // mongod puts the original `_id` back (first) when the pipeline dropped it.
+                if !out.contains_key("_id")
+                    && let Some(id) = original.get("_id")
+                {
+                    out.insert("_id", id.clone());
+                    out = id_first(out);
+                }
                 check_id_unchanged(original, &out, is_insert)?;
                 validate_id(&out)?;
                 Ok((out, Vec::new()))
@@ -2329,6 +2336,21 @@ mod tests {
         let d = a.description.expect("described");
         assert!(d.updated_fields.is_empty());
         assert_eq!(d.truncated_arrays.len(), 1);
+        let stages =
+            rawdoc! {"u": [{"$replaceRoot": {"newRoot": "$t"}}, {"$addFields": {"foo": 1}}]};
+        let u = Update::parse(
+            RawBsonRef::Array(stages.get_array("u").expect("array")),
+            None,
+        )
+        .expect("valid pipeline update");
+        let r = u
+            .apply(&rawdoc! {"_id": 1, "x": 1, "t": {"u": {"v": 1}}}, None)
+            .expect("applies")
+            .expect("changes");
+        assert_eq!(
+            raw_doc_to_document(&r),
+            doc! {"_id": 1, "u": {"v": 1}, "foo": 1}
+        );
         let stages = rawdoc! {"u": [{"$set": {"_id": 2}}]};
         let u = Update::parse(
             RawBsonRef::Array(stages.get_array("u").expect("array")),
