@@ -2388,6 +2388,29 @@ mod tests {
         let desc = a.description.expect("operator updates describe themselves");
         assert_eq!(desc.updated_fields, doc! {"x": 2, "arr.3": 4, "n.new": 1});
         assert_eq!(desc.removed_fields, vec!["gone".to_owned()]);
+        // Change-stream disambiguation (7.0): numeric field names are ambiguous, array indexes
+        // are reported as integers.
+        let u = upd(rawdoc! {"$set": {"a.1": 2}});
+        let a = u
+            .apply_logged(&rawdoc! {"_id": 1, "a": {"1": 1}}, None)
+            .expect("applies")
+            .expect("changes");
+        let d = a.description.expect("described").to_document(true);
+        assert_eq!(d.get_document("updatedFields").ok(), Some(&doc! {"a.1": 2}));
+        assert_eq!(
+            d.get_document("disambiguatedPaths").ok(),
+            Some(&doc! {"a.1": ["a", "1"]})
+        );
+        let u = upd(rawdoc! {"$set": {"a.0.1": 2}});
+        let a = u
+            .apply_logged(&rawdoc! {"_id": 1, "a": [{"1": 1}]}, None)
+            .expect("applies")
+            .expect("changes");
+        let d = a.description.expect("described").to_document(true);
+        assert_eq!(
+            d.get_document("disambiguatedPaths").ok(),
+            Some(&doc! {"a.0.1": ["a", 0, "1"]})
+        );
         let u = upd(rawdoc! {"$set": {"a.b.c": 1}});
         let a = u
             .apply_logged(&rawdoc! {"_id": 1}, None)
