@@ -525,3 +525,51 @@ async fn oplog_window_is_readable_from_local_oplog_rs() {
     assert_eq!(inserts.len(), 1);
     assert_eq!(inserts[0].get_document("o").unwrap(), &doc! {"_id": 1});
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_connections_write_and_read_consistently() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let coll = client
+            .database("db")
+            .collection::<Document>(&format!("c{}", t % 4));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                coll.insert_one(doc! {"_id": t * 1000 + i, "t": t})
+                    .await
+                    .unwrap();
+                if i % 10 == 0 {
+                    let n = coll.count_documents(doc! {"t": t}).await.unwrap();
+                    assert!(n >= i as u64 + 1);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for c in 0..4 {
+        let coll = client
+            .database("db")
+            .collection::<Document>(&format!("c{c}"));
+        assert_eq!(coll.estimated_document_count().await.unwrap(), 200);
+    }
+    // Every insert got its own oplog entry with a unique, increasing cluster time.
+    let entries: Vec<Document> = client
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find(doc! {"op": "i"})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 800);
+    let times: Vec<_> = entries
+        .iter()
+        .map(|e| e.get_timestamp("ts").unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]));
+}
