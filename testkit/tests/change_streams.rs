@@ -511,3 +511,36 @@ async fn transactions_are_isolated_atomic_and_share_one_cluster_time() {
     assert!(err.contains_label("TransientTransactionError"));
     assert!(a.find_one(doc! {"_id": 3}).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_stream_far_behind_catches_up_in_order() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("c");
+    let other = client.database("db").collection::<Document>("other");
+    let reply = client
+        .database("db")
+        .run_command(doc! {"ping": 1})
+        .await
+        .unwrap();
+    let start = reply.get_timestamp("operationTime").unwrap();
+    // A backlog larger than one oplog read step, interleaved with writes the stream filters out.
+    for chunk in 0..6 {
+        let docs: Vec<Document> = (0..500).map(|i| doc! {"_id": chunk * 500 + i}).collect();
+        coll.insert_many(docs.clone()).await.unwrap();
+        other.insert_many(docs).await.unwrap();
+    }
+    let mut stream = coll
+        .watch()
+        .with_options(
+            ChangeStreamOptions::builder()
+                .start_at_operation_time(Some(start))
+                .build(),
+        )
+        .await
+        .unwrap();
+    for expected in 0..3000 {
+        let event = next(&mut stream).await;
+        assert_eq!(event.document_key, Some(doc! {"_id": expected}));
+    }
+}
