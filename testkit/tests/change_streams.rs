@@ -498,18 +498,39 @@ async fn transactions_are_isolated_atomic_and_share_one_cluster_time() {
     session.abort_transaction().await.unwrap();
     assert!(a.find_one(doc! {"_id": 2}).await.unwrap().is_none());
 
-    // A concurrent write to a collection the transaction wrote makes the commit fail with a
-    // transient write conflict.
+    // Concurrent writes to other documents of the same collection do not conflict.
     session.start_transaction().await.unwrap();
     a.insert_one(doc! {"_id": 3})
         .session(&mut session)
         .await
         .unwrap();
     a.insert_one(doc! {"_id": 4}).await.unwrap();
+    session.commit_transaction().await.unwrap();
+    assert!(a.find_one(doc! {"_id": 3}).await.unwrap().is_some());
+    assert!(a.find_one(doc! {"_id": 4}).await.unwrap().is_some());
+
+    // A concurrent write to a document the transaction wrote makes the commit fail with a
+    // transient write conflict, and none of the transaction's writes are applied.
+    session.start_transaction().await.unwrap();
+    a.update_one(doc! {"_id": 3}, doc! {"$set": {"t": 1}})
+        .session(&mut session)
+        .await
+        .unwrap();
+    a.insert_one(doc! {"_id": 5})
+        .session(&mut session)
+        .await
+        .unwrap();
+    a.update_one(doc! {"_id": 3}, doc! {"$set": {"other": 1}})
+        .await
+        .unwrap();
     let err = session.commit_transaction().await.unwrap_err();
     assert_eq!(common::error_code(&err), Some(112));
     assert!(err.contains_label("TransientTransactionError"));
-    assert!(a.find_one(doc! {"_id": 3}).await.unwrap().is_none());
+    assert_eq!(
+        a.find_one(doc! {"_id": 3}).await.unwrap(),
+        Some(doc! {"_id": 3, "other": 1})
+    );
+    assert!(a.find_one(doc! {"_id": 5}).await.unwrap().is_none());
 }
 
 #[tokio::test]
