@@ -257,3 +257,37 @@ pub fn array_or_sequence(
     }
     Ok(out)
 }
+
+/// Refuses fields a command does not know, as mongod's IDL parser does (40415 "BSON field
+/// 'find.x' is an unknown field."). Generic arguments (`$db`, `lsid`, `readConcern`, ...) are
+/// always accepted.
+pub fn check_fields(request: &Request, known: &[&str]) -> Result<(), CommandError> {
+    for element in request.body.iter() {
+        let (key, _) = element?;
+        let key = key.as_str();
+        if key == request.name
+            || known.contains(&key)
+            || crate::command::catalog::is_generic_argument(key)
+        {
+            continue;
+        }
+        return Err(CommandError::unknown_field(&request.name, key));
+    }
+    Ok(())
+}
+
+/// Refuses what this server would otherwise answer wrongly: a non-simple `collation` (string
+/// comparison here is always binary).
+pub fn refuse_collation(
+    command: &str,
+    collation: Option<&RawDocument>,
+) -> Result<(), CommandError> {
+    if let Some(c) = collation
+        && !matches!(c.get("locale"), Ok(Some(RawBsonRef::String("simple"))))
+    {
+        return Err(CommandError::bad_value(format!(
+            "{command}: collations other than 'simple' are not supported by this test server (strings compare by bytes)"
+        )));
+    }
+    Ok(())
+}

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bson::{Bson, Document, RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf, cstr, doc};
 
-use crate::command::args::{Fields, as_i64};
+use crate::command::args::{Fields, as_i64, check_fields, refuse_collation};
 use crate::command::catalog::{storage_stats, target};
 use crate::command::{Ctx, Reply, Request};
 use crate::engine::Engine;
@@ -159,6 +159,15 @@ pub fn open_cursor(
 
 /// `getMore`.
 pub async fn get_more(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
+    check_fields(
+        request,
+        &[
+            "collection",
+            "batchSize",
+            "term",
+            "lastKnownCommittedOpTime",
+        ],
+    )?;
     let fields = Fields::new("getMore", &request.body);
     let id = match fields.get("getMore") {
         Some(RawBsonRef::Int64(id)) => id,
@@ -360,7 +369,42 @@ fn non_negative(fields: &Fields<'_>, key: &str) -> Result<Option<usize>, Command
 /// `find`.
 pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
+    check_fields(
+        request,
+        &[
+            "filter",
+            "sort",
+            "projection",
+            "hint",
+            "skip",
+            "limit",
+            "batchSize",
+            "singleBatch",
+            "max",
+            "min",
+            "returnKey",
+            "showRecordId",
+            "tailable",
+            "oplogReplay",
+            "noCursorTimeout",
+            "awaitData",
+            "allowPartialResults",
+            "collation",
+            "allowDiskUse",
+            "let",
+            "term",
+            "readOnce",
+        ],
+    )?;
     let fields = Fields::new("find", &request.body);
+    refuse_collation("find", fields.doc("collation")?)?;
+    for unsupported in ["returnKey", "showRecordId", "tailable"] {
+        if fields.bool(unsupported)?.unwrap_or(false) {
+            return Err(CommandError::bad_value(format!(
+                "find: '{unsupported}' is not supported by this test server"
+            )));
+        }
+    }
     let vars = match fields.doc("let")? {
         Some(l) => Variables::new().with_let(l)?,
         None => Variables::new(),
@@ -560,7 +604,12 @@ fn find_in_collection(
 /// `count`.
 pub fn count(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
+    check_fields(
+        request,
+        &["query", "limit", "skip", "hint", "collation", "fields"],
+    )?;
     let fields = Fields::new("count", &request.body);
+    refuse_collation("count", fields.doc("collation")?)?;
     let empty = RawDocumentBuf::new();
     let filter = Filter::parse(fields.doc("query")?.unwrap_or(&empty))?;
     let skip = non_negative(&fields, "skip")?.unwrap_or(0);
@@ -595,7 +644,9 @@ pub fn count(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 /// `distinct`: the distinct values of a path, in the server's order, arrays expanded.
 pub fn distinct(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
+    check_fields(request, &["key", "query", "collation", "hint"])?;
     let fields = Fields::new("distinct", &request.body);
+    refuse_collation("distinct", fields.doc("collation")?)?;
     let key = fields.str("key")?.ok_or_else(|| {
         CommandError::new(
             40414,
@@ -725,7 +776,23 @@ pub async fn aggregate(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 }
 
 fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
+    check_fields(
+        request,
+        &[
+            "pipeline",
+            "explain",
+            "allowDiskUse",
+            "cursor",
+            "collation",
+            "hint",
+            "let",
+            "fromMongos",
+            "needsMerge",
+            "isMapReduceCommand",
+        ],
+    )?;
     let fields = Fields::new("aggregate", &request.body);
+    refuse_collation("aggregate", fields.doc("collation")?)?;
     let collectionless = !matches!(fields.get("aggregate"), Some(RawBsonRef::String(_)));
     let coll_name = match fields.get("aggregate") {
         Some(RawBsonRef::String(s)) => s.to_string(),
