@@ -573,3 +573,49 @@ async fn many_concurrent_connections_write_and_read_consistently() {
         .collect();
     assert!(times.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[tokio::test]
+async fn unsupported_arguments_are_refused_not_ignored() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    db.collection::<Document>("c")
+        .insert_one(doc! {"_id": 1, "s": "A"})
+        .await
+        .unwrap();
+    let err = db
+        .run_command(doc! {"find": "c", "filtr": {}})
+        .await
+        .unwrap_err();
+    let mongodb::error::ErrorKind::Command(c) = err.kind.as_ref() else {
+        panic!("expected a command error, got {err:?}");
+    };
+    assert_eq!(c.code, 40415);
+    assert_eq!(c.message, "BSON field 'find.filtr' is an unknown field.");
+    let err = db
+        .run_command(
+            doc! {"find": "c", "filter": {"s": "a"}, "collation": {"locale": "en", "strength": 2}},
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(2));
+    // The simple collation is binary comparison, which is what this server does.
+    let reply = db
+        .run_command(doc! {"find": "c", "filter": {"s": "A"}, "collation": {"locale": "simple"}})
+        .await
+        .unwrap();
+    assert_eq!(
+        reply
+            .get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap()
+            .len(),
+        1
+    );
+    let err = db
+        .run_command(doc! {"find": "c", "returnKey": true})
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(2));
+}
