@@ -565,3 +565,45 @@ async fn a_stream_far_behind_catches_up_in_order() {
         assert_eq!(event.document_key, Some(doc! {"_id": expected}));
     }
 }
+
+#[tokio::test]
+async fn the_high_water_mark_advances_while_idle() {
+    let server = TestServer::builder()
+        .noop_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    db.create_collection("c").await.unwrap();
+    let reply = db
+        .run_command(doc! {"aggregate": "c", "pipeline": [{"$changeStream": {}}], "cursor": {}})
+        .await
+        .unwrap();
+    let cursor = reply.get_document("cursor").unwrap();
+    let id = cursor.get_i64("id").unwrap();
+    let mut previous = cursor
+        .get_document("postBatchResumeToken")
+        .unwrap()
+        .get_str("_data")
+        .unwrap()
+        .to_string();
+    // No writes at all: each awaitData getMore (waiting past the no-op interval) answers an
+    // empty batch whose token is later than the previous one.
+    for _ in 0..3 {
+        let more = db
+            .run_command(doc! {"getMore": id, "collection": "c", "maxTimeMS": 500})
+            .await
+            .unwrap();
+        let cursor = more.get_document("cursor").unwrap();
+        assert!(cursor.get_array("nextBatch").unwrap().is_empty());
+        let token = cursor
+            .get_document("postBatchResumeToken")
+            .unwrap()
+            .get_str("_data")
+            .unwrap()
+            .to_string();
+        assert!(token > previous, "{token} > {previous}");
+        previous = token;
+    }
+}
