@@ -607,3 +607,32 @@ async fn the_high_water_mark_advances_while_idle() {
         previous = token;
     }
 }
+
+#[tokio::test]
+async fn time_series_and_views_are_not_watched() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    db.run_command(doc! {"create": "ts", "timeseries": {"timeField": "t"}})
+        .await
+        .unwrap();
+    db.run_command(doc! {"create": "v", "viewOn": "c", "pipeline": []})
+        .await
+        .unwrap();
+    for name in ["ts", "v"] {
+        let err = db.collection::<Document>(name).watch().await.unwrap_err();
+        assert_eq!(common::error_code(&err), Some(166), "{name}");
+    }
+    let mut stream = db.watch().await.unwrap();
+    db.collection::<Document>("ts")
+        .insert_one(doc! {"t": mongodb::bson::DateTime::now()})
+        .await
+        .unwrap();
+    db.collection::<Document>("c")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    // The first event is the regular collection's insert: the measurement produced none.
+    let event = next(&mut stream).await;
+    assert_eq!(event.ns.unwrap().coll.as_deref(), Some("c"));
+}

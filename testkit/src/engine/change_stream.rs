@@ -438,6 +438,18 @@ impl ChangeStreamCursor {
         };
         let ns_doc = |ns: &Namespace| doc! { "db": ns.db.clone(), "coll": ns.coll.clone() };
         let mut out = Vec::new();
+        // mongod keeps time-series measurements in `system.buckets.*` collections, which change
+        // streams never report: writes to a time-series collection produce no events.
+        if let OplogOp::Insert { ns, .. } | OplogOp::Update { ns, .. } | OplogOp::Delete { ns, .. } =
+            op
+            && self.sees(ns)
+            && engine
+                .catalog
+                .collection(ns)
+                .is_some_and(|c| c.is_timeseries())
+        {
+            return Ok(out);
+        }
         match op {
             OplogOp::Noop => {}
             OplogOp::Insert { ns, uuid, doc } if self.sees(ns) => {
