@@ -447,7 +447,12 @@ fn parse_view(ns: &Namespace, options: &Document) -> Result<View, CommandError> 
     {
         stored.insert("collation", c);
     }
-    let _ = ns;
+    if view_on == ns.coll {
+        return Err(CommandError::new(
+            5,
+            format!("View cycle detected: [{ns} -> {ns}]"),
+        ));
+    }
     Ok(View {
         view_on,
         pipeline,
@@ -488,9 +493,8 @@ fn normalize_create_options(mut options: Document) -> Result<Document, CommandEr
         // mongod rounds the capped size up to a multiple of 256 bytes.
         let rounded = (size + 255) / 256 * 256;
         options.insert("size", rounded);
-    } else if options.contains_key("max") || options.contains_key("size") {
-        // Without capped: true mongod keeps but ignores size/max; keep them as given.
     }
+    // Without `capped: true` mongod keeps `size`/`max` as given and ignores them; so do we.
     if let Some(spec) = options.get("clusteredIndex").cloned() {
         let Bson::Document(spec) = spec else {
             return Err(CommandError::bad_value(
@@ -734,9 +738,6 @@ pub fn rename_collection(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         old.dropped = true;
         fresh
     };
-    if from.db == to.db {
-        // The old incarnation object moves: writers that fetched it must re-resolve the name.
-    }
     let ts = engine.oplog.append(
         vec![OplogOp::Ddl(DdlOp::Rename {
             from: from.clone(),

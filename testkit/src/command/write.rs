@@ -59,7 +59,7 @@ fn with_collection<T>(
     ))
 }
 
-fn check_batch(request: &Request, len: usize) -> Result<(), CommandError> {
+fn check_batch(len: usize) -> Result<(), CommandError> {
     if len == 0 || len > MAX_WRITE_BATCH {
         return Err(CommandError::new(
             16,
@@ -68,7 +68,6 @@ fn check_batch(request: &Request, len: usize) -> Result<(), CommandError> {
             ),
         ));
     }
-    let _ = request;
     Ok(())
 }
 
@@ -111,7 +110,7 @@ pub fn insert(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     validate_coll_name(&ns.db, &ns.coll)?;
     check_fields(request, &["documents", "ordered"])?;
     let docs = array_or_sequence(request, "documents")?;
-    check_batch(request, docs.len())?;
+    check_batch(docs.len())?;
     let ordered = ordered(request)?;
     let bypass = Fields::new("insert", &request.body)
         .bool("bypassDocumentValidation")?
@@ -346,7 +345,7 @@ pub fn update(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     validate_coll_name(&ns.db, &ns.coll)?;
     check_fields(request, &["updates", "ordered", "let"])?;
     let statements = array_or_sequence(request, "updates")?;
-    check_batch(request, statements.len())?;
+    check_batch(statements.len())?;
     for statement in &statements {
         refuse_collation("update", Fields::new("update", statement).doc("collation")?)?;
     }
@@ -428,7 +427,7 @@ pub fn delete(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
     check_fields(request, &["deletes", "ordered", "let"])?;
     let statements = array_or_sequence(request, "deletes")?;
-    check_batch(request, statements.len())?;
+    check_batch(statements.len())?;
     for statement in &statements {
         refuse_collation("delete", Fields::new("delete", statement).doc("collation")?)?;
     }
