@@ -290,6 +290,18 @@ impl ChangeStreamCursor {
         /// Oplog entries fetched per step, so a stream far behind does not copy the whole
         /// retained oplog for every batch.
         const CHUNK: usize = 1024;
+        // mongod fails a getMore whose oplog position was deleted rather than skipping the
+        // lost entries: a consumer must learn that it missed changes.
+        let fully_read = self.position.op == Some(u32::MAX);
+        if engine
+            .oplog
+            .history_lost_after(self.position.ts, fully_read)
+        {
+            return Err(CommandError::new(
+                286,
+                "Resume of change stream was not possible, as the resume point may no longer be in the oplog.",
+            ));
+        }
         let mut events = Vec::new();
         let mut bytes = 0usize;
         let mut invalidated = false;

@@ -322,6 +322,15 @@ impl Oplog {
         matches!(state.truncated_through, Some(t) if t >= from)
     }
 
+    /// True when retention dropped entries a cursor positioned at `ts` has not read yet:
+    /// anything newer than `ts`, or the entry at `ts` itself when the cursor stopped inside it
+    /// (`entry_fully_read` false). A live change stream that falls this far behind has lost
+    /// history, as a mongod cursor whose oplog position was deleted has.
+    pub fn history_lost_after(&self, ts: Timestamp, entry_fully_read: bool) -> bool {
+        let state = self.lock();
+        matches!(state.truncated_through, Some(t) if t > ts || (t == ts && !entry_fully_read))
+    }
+
     /// The oldest and newest retained entries (for `local.oplog.rs` and replication info).
     pub fn bounds(&self) -> (Option<Arc<OplogEntry>>, Option<Arc<OplogEntry>>) {
         let state = self.lock();
