@@ -619,3 +619,28 @@ async fn unsupported_arguments_are_refused_not_ignored() {
         .unwrap_err();
     assert_eq!(common::error_code(&err), Some(2));
 }
+
+#[tokio::test]
+async fn dropping_a_collection_kills_its_open_find_cursors() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    db.collection::<Document>("c")
+        .insert_many((0..5).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let reply = db
+        .run_command(doc! {"find": "c", "batchSize": 1})
+        .await
+        .unwrap();
+    let id = reply.get_document("cursor").unwrap().get_i64("id").unwrap();
+    db.collection::<Document>("c").drop().await.unwrap();
+    let err = db
+        .run_command(doc! {"getMore": id, "collection": "c"})
+        .await
+        .unwrap_err();
+    let mongodb::error::ErrorKind::Command(c) = err.kind.as_ref() else {
+        panic!("expected a command error, got {err:?}");
+    };
+    assert_eq!((c.code, c.code_name.as_str()), (175, "QueryPlanKilled"));
+}

@@ -281,6 +281,7 @@ pub fn open(
             tailable: true,
             no_timeout: false,
             last_used: Instant::now(),
+            origin: None,
         });
         id
     };

@@ -38,7 +38,7 @@ const DEFAULT_FIRST_BATCH: usize = 101;
 const MAX_BATCH_BYTES: usize = MAX_BSON_OBJECT_SIZE;
 
 /// How a new cursor hands out its documents.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CursorOptions {
     /// `batchSize` of the opening command.
     pub batch_size: Option<usize>,
@@ -50,6 +50,9 @@ pub struct CursorOptions {
     pub tailable: bool,
     /// `noCursorTimeout`.
     pub no_timeout: bool,
+    /// The collection the results come from: a getMore after it was dropped fails with 175
+    /// `QueryPlanKilled`, as on mongod.
+    pub origin: Option<Arc<crate::engine::collection::Collection>>,
 }
 
 impl CursorOptions {
@@ -149,6 +152,7 @@ pub fn open_cursor(
             tailable: options.tailable,
             no_timeout: options.no_timeout,
             last_used: Instant::now(),
+            origin: options.origin.clone(),
         });
         id
     } else {
@@ -229,6 +233,13 @@ pub async fn get_more(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         )
         .await
         .map_err(crate::command::change_stream::label_resumable);
+    }
+    if cursor.origin.as_ref().is_some_and(|c| c.read().dropped) {
+        engine.cursors.release(id);
+        return Err(CommandError::new(
+            175,
+            "collection dropped while the cursor was open",
+        ));
     }
     let ns = cursor.ns();
     let (batch, exhausted) = match &mut cursor.source {
@@ -428,12 +439,13 @@ pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         min: fields.doc("min")?,
         max: fields.doc("max")?,
     };
-    let options = CursorOptions {
+    let mut options = CursorOptions {
         batch_size: non_negative(&fields, "batchSize")?,
         single_batch: fields.bool("singleBatch")?.unwrap_or(false),
         tailable: fields.bool("tailable")?.unwrap_or(false),
         await_data: fields.bool("awaitData")?.unwrap_or(false),
         no_timeout: fields.bool("noCursorTimeout")?.unwrap_or(false),
+        origin: None,
     };
     let engine = ctx.engine;
     if ns.db == "local" && ns.coll == "oplog.rs" && engine.is_replica_set() {
@@ -469,8 +481,9 @@ pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             out.into_iter().map(Arc::new).collect()
         }
         Some(Entry::Collection(coll)) => {
-            let data = coll.read();
-            find_in_collection(&data, &args)?
+            let docs = find_in_collection(&coll.read(), &args)?;
+            options.origin = Some(coll);
+            docs
         }
     };
     open_cursor(ctx, request, docs, &ns.db, &ns.coll, options)
