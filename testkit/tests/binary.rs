@@ -5,7 +5,16 @@ use std::process::{Command, Stdio};
 
 fn run_until_signal(signal: &str, extra: &[&str]) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mongoshift-testd"))
-        .args(["--port", "0", "--mode", "replset", "--replset", "rs9"])
+        .args([
+            "--port",
+            "0",
+            "--mode",
+            "replset",
+            "--replset",
+            "rs9",
+            "--noop-interval-ms",
+            "100",
+        ])
         .args(extra)
         .stdout(Stdio::piped())
         .spawn()

@@ -525,3 +525,22 @@ async fn user_write_block_mode_blocks_user_writes_only() {
         .unwrap();
     coll.insert_one(doc! {"_id": 2}).await.unwrap();
 }
+
+#[tokio::test]
+async fn out_of_range_numbers_are_refused_not_overflowed() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    let err = db
+        .run_command(doc! {"create": "big", "capped": true, "size": i64::MAX})
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(2));
+    let err = db
+        .run_command(doc! {"find": "c", "maxTimeMS": i64::MAX})
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(2));
+    // The server is still serving.
+    db.run_command(doc! {"ping": 1}).await.unwrap();
+}

@@ -498,16 +498,141 @@ async fn transactions_are_isolated_atomic_and_share_one_cluster_time() {
     session.abort_transaction().await.unwrap();
     assert!(a.find_one(doc! {"_id": 2}).await.unwrap().is_none());
 
-    // A concurrent write to a collection the transaction wrote makes the commit fail with a
-    // transient write conflict.
+    // Concurrent writes to other documents of the same collection do not conflict.
     session.start_transaction().await.unwrap();
     a.insert_one(doc! {"_id": 3})
         .session(&mut session)
         .await
         .unwrap();
     a.insert_one(doc! {"_id": 4}).await.unwrap();
+    session.commit_transaction().await.unwrap();
+    assert!(a.find_one(doc! {"_id": 3}).await.unwrap().is_some());
+    assert!(a.find_one(doc! {"_id": 4}).await.unwrap().is_some());
+
+    // A concurrent write to a document the transaction wrote makes the commit fail with a
+    // transient write conflict, and none of the transaction's writes are applied.
+    session.start_transaction().await.unwrap();
+    a.update_one(doc! {"_id": 3}, doc! {"$set": {"t": 1}})
+        .session(&mut session)
+        .await
+        .unwrap();
+    a.insert_one(doc! {"_id": 5})
+        .session(&mut session)
+        .await
+        .unwrap();
+    a.update_one(doc! {"_id": 3}, doc! {"$set": {"other": 1}})
+        .await
+        .unwrap();
     let err = session.commit_transaction().await.unwrap_err();
     assert_eq!(common::error_code(&err), Some(112));
     assert!(err.contains_label("TransientTransactionError"));
-    assert!(a.find_one(doc! {"_id": 3}).await.unwrap().is_none());
+    assert_eq!(
+        a.find_one(doc! {"_id": 3}).await.unwrap(),
+        Some(doc! {"_id": 3, "other": 1})
+    );
+    assert!(a.find_one(doc! {"_id": 5}).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_stream_far_behind_catches_up_in_order() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("c");
+    let other = client.database("db").collection::<Document>("other");
+    let reply = client
+        .database("db")
+        .run_command(doc! {"ping": 1})
+        .await
+        .unwrap();
+    let start = reply.get_timestamp("operationTime").unwrap();
+    // A backlog larger than one oplog read step, interleaved with writes the stream filters out.
+    for chunk in 0..6 {
+        let docs: Vec<Document> = (0..500).map(|i| doc! {"_id": chunk * 500 + i}).collect();
+        coll.insert_many(docs.clone()).await.unwrap();
+        other.insert_many(docs).await.unwrap();
+    }
+    let mut stream = coll
+        .watch()
+        .with_options(
+            ChangeStreamOptions::builder()
+                .start_at_operation_time(Some(start))
+                .build(),
+        )
+        .await
+        .unwrap();
+    for expected in 0..3000 {
+        let event = next(&mut stream).await;
+        assert_eq!(event.document_key, Some(doc! {"_id": expected}));
+    }
+}
+
+#[tokio::test]
+async fn the_high_water_mark_advances_while_idle() {
+    let server = TestServer::builder()
+        .noop_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    db.create_collection("c").await.unwrap();
+    let reply = db
+        .run_command(doc! {"aggregate": "c", "pipeline": [{"$changeStream": {}}], "cursor": {}})
+        .await
+        .unwrap();
+    let cursor = reply.get_document("cursor").unwrap();
+    let id = cursor.get_i64("id").unwrap();
+    let mut previous = cursor
+        .get_document("postBatchResumeToken")
+        .unwrap()
+        .get_str("_data")
+        .unwrap()
+        .to_string();
+    // No writes at all: each awaitData getMore (waiting past the no-op interval) answers an
+    // empty batch whose token is later than the previous one.
+    for _ in 0..3 {
+        let more = db
+            .run_command(doc! {"getMore": id, "collection": "c", "maxTimeMS": 500})
+            .await
+            .unwrap();
+        let cursor = more.get_document("cursor").unwrap();
+        assert!(cursor.get_array("nextBatch").unwrap().is_empty());
+        let token = cursor
+            .get_document("postBatchResumeToken")
+            .unwrap()
+            .get_str("_data")
+            .unwrap()
+            .to_string();
+        assert!(token > previous, "{token} > {previous}");
+        previous = token;
+    }
+}
+
+#[tokio::test]
+async fn time_series_and_views_are_not_watched() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    db.run_command(doc! {"create": "ts", "timeseries": {"timeField": "t"}})
+        .await
+        .unwrap();
+    db.run_command(doc! {"create": "v", "viewOn": "c", "pipeline": []})
+        .await
+        .unwrap();
+    for name in ["ts", "v"] {
+        let err = db.collection::<Document>(name).watch().await.unwrap_err();
+        assert_eq!(common::error_code(&err), Some(166), "{name}");
+    }
+    let mut stream = db.watch().await.unwrap();
+    db.collection::<Document>("ts")
+        .insert_one(doc! {"t": mongodb::bson::DateTime::now()})
+        .await
+        .unwrap();
+    db.collection::<Document>("c")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    // The first event is the regular collection's insert: the measurement produced none.
+    let event = next(&mut stream).await;
+    assert_eq!(event.ns.unwrap().coll.as_deref(), Some("c"));
 }

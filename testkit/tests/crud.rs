@@ -316,14 +316,33 @@ async fn raw_batch_cursor_returns_every_document() {
     coll.insert_many((0..1000).map(|i| doc! {"_id": i, "pad": "x".repeat(100)}))
         .await
         .unwrap();
+    // `find(..).batch()`: whole server batches as raw BSON arrays, as mongoshift copies them.
+    let mut batches = coll.find(doc! {}).batch_size(300).batch().await.unwrap();
+    let mut sizes = Vec::new();
+    let mut ids = Vec::new();
+    while let Some(batch) = batches.try_next().await.unwrap() {
+        let docs = batch.doc_slices().unwrap();
+        let mut n = 0;
+        for doc in docs {
+            let doc = doc.unwrap();
+            let doc = doc.as_document().unwrap();
+            ids.push(doc.get_i32("_id").unwrap());
+            n += 1;
+        }
+        sizes.push(n);
+    }
+    assert_eq!(ids, (0..1000).collect::<Vec<_>>());
+    assert_eq!(sizes, vec![300, 300, 300, 100]);
+
+    // The same through a raw cursor command.
     let db = client.database("db");
-    let mut batches = db
+    let mut cursor = db
         .run_raw_cursor_command(rawdoc! {"find": "c", "batchSize": 300})
         .await
-        .unwrap_or_else(|_| panic!("raw cursor"));
+        .unwrap();
     let mut n = 0;
-    while batches.advance().await.unwrap() {
-        let _ = batches.current();
+    while cursor.advance().await.unwrap() {
+        let _ = cursor.current();
         n += 1;
     }
     assert_eq!(n, 1000);
@@ -392,4 +411,236 @@ async fn count_distinct_and_estimated_count() {
     // A missing collection counts 0.
     let missing = client.database("db").collection::<Document>("missing");
     assert_eq!(missing.estimated_document_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn aggregation_stages_the_product_uses() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("c");
+    coll.insert_many((0..100).map(|i| doc! {"_id": i, "g": i % 4, "v": i}))
+        .await
+        .unwrap();
+    assert_eq!(coll.count_documents(doc! {"g": 1}).await.unwrap(), 25);
+    let groups: Vec<Document> = coll
+        .aggregate(vec![
+            doc! {"$match": {"v": {"$lt": 40}}},
+            doc! {"$group": {"_id": "$g", "n": {"$sum": 1}, "max": {"$max": "$v"}, "min": {"$min": "$v"}}},
+            doc! {"$sort": {"_id": -1}},
+            doc! {"$limit": 2},
+            doc! {"$project": {"n": 1, "max": 1, "min": 1}},
+        ])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        groups,
+        vec![
+            doc! {"_id": 3, "n": 10, "max": 39, "min": 3},
+            doc! {"_id": 2, "n": 10, "max": 38, "min": 2},
+        ]
+    );
+    let count: Vec<Document> = coll
+        .aggregate(vec![doc! {"$match": {"g": 0}}, doc! {"$count": "n"}])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(count, vec![doc! {"n": 25}]);
+    // $sample for partition boundaries: the requested number of distinct existing documents.
+    let sample: Vec<Document> = coll
+        .aggregate(vec![
+            doc! {"$sample": {"size": 10}},
+            doc! {"$project": {"_id": 1}},
+        ])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(sample.len(), 10);
+    let mut ids: Vec<i32> = sample.iter().map(|d| d.get_i32("_id").unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 10);
+    assert!(ids.iter().all(|i| (0..100).contains(i)));
+    // Unknown stages answer 40324 naming the stage.
+    let err = coll
+        .aggregate(vec![doc! {"$frobnicate": {}}])
+        .await
+        .unwrap_err();
+    let mongodb::error::ErrorKind::Command(c) = err.kind.as_ref() else {
+        panic!("expected a command error, got {err:?}");
+    };
+    assert_eq!(c.code, 40324);
+    assert!(c.message.contains("$frobnicate"), "{}", c.message);
+}
+
+#[tokio::test]
+async fn oplog_window_is_readable_from_local_oplog_rs() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("c");
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"x": 1}})
+        .await
+        .unwrap();
+    let oplog = client.database("local").collection::<Document>("oplog.rs");
+    let first = oplog
+        .find_one(doc! {})
+        .sort(doc! {"$natural": 1})
+        .await
+        .unwrap()
+        .unwrap();
+    let last = oplog
+        .find_one(doc! {})
+        .sort(doc! {"$natural": -1})
+        .await
+        .unwrap()
+        .unwrap();
+    for entry in [&first, &last] {
+        assert!(entry.get_timestamp("ts").is_ok(), "{entry}");
+        assert_eq!(entry.get_i64("t").unwrap(), 1);
+        assert!(entry.get_datetime("wall").is_ok());
+        assert!(entry.get_str("op").is_ok());
+        assert!(entry.get_str("ns").is_ok());
+    }
+    assert!(first.get_timestamp("ts").unwrap() < last.get_timestamp("ts").unwrap());
+    assert_eq!(last.get_str("op").unwrap(), "u");
+    assert_eq!(last.get_str("ns").unwrap(), "db.c");
+    assert_eq!(last.get_document("o2").unwrap(), &doc! {"_id": 1});
+    // The newest entry is the cluster time the server reports.
+    assert_eq!(last.get_timestamp("ts").unwrap(), server.cluster_time());
+    // Filters work on oplog entries too.
+    let inserts: Vec<Document> = oplog
+        .find(doc! {"op": "i", "ns": "db.c"})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(inserts.len(), 1);
+    assert_eq!(inserts[0].get_document("o").unwrap(), &doc! {"_id": 1});
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_connections_write_and_read_consistently() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let coll = client
+            .database("db")
+            .collection::<Document>(&format!("c{}", t % 4));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                coll.insert_one(doc! {"_id": t * 1000 + i, "t": t})
+                    .await
+                    .unwrap();
+                if i % 10 == 0 {
+                    let n = coll.count_documents(doc! {"t": t}).await.unwrap();
+                    assert!(n > i as u64, "a writer sees its own inserts");
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for c in 0..4 {
+        let coll = client
+            .database("db")
+            .collection::<Document>(&format!("c{c}"));
+        assert_eq!(coll.estimated_document_count().await.unwrap(), 200);
+    }
+    // Every insert got its own oplog entry with a unique, increasing cluster time.
+    let entries: Vec<Document> = client
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find(doc! {"op": "i"})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 800);
+    let times: Vec<_> = entries
+        .iter()
+        .map(|e| e.get_timestamp("ts").unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[tokio::test]
+async fn unsupported_arguments_are_refused_not_ignored() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    db.collection::<Document>("c")
+        .insert_one(doc! {"_id": 1, "s": "A"})
+        .await
+        .unwrap();
+    let err = db
+        .run_command(doc! {"find": "c", "filtr": {}})
+        .await
+        .unwrap_err();
+    let mongodb::error::ErrorKind::Command(c) = err.kind.as_ref() else {
+        panic!("expected a command error, got {err:?}");
+    };
+    assert_eq!(c.code, 40415);
+    assert_eq!(c.message, "BSON field 'find.filtr' is an unknown field.");
+    let err = db
+        .run_command(
+            doc! {"find": "c", "filter": {"s": "a"}, "collation": {"locale": "en", "strength": 2}},
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(2));
+    // The simple collation is binary comparison, which is what this server does.
+    let reply = db
+        .run_command(doc! {"find": "c", "filter": {"s": "A"}, "collation": {"locale": "simple"}})
+        .await
+        .unwrap();
+    assert_eq!(
+        reply
+            .get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap()
+            .len(),
+        1
+    );
+    let err = db
+        .run_command(doc! {"find": "c", "returnKey": true})
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(2));
+}
+
+#[tokio::test]
+async fn dropping_a_collection_kills_its_open_find_cursors() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    db.collection::<Document>("c")
+        .insert_many((0..5).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let reply = db
+        .run_command(doc! {"find": "c", "batchSize": 1})
+        .await
+        .unwrap();
+    let id = reply.get_document("cursor").unwrap().get_i64("id").unwrap();
+    db.collection::<Document>("c").drop().await.unwrap();
+    let err = db
+        .run_command(doc! {"getMore": id, "collection": "c"})
+        .await
+        .unwrap_err();
+    let mongodb::error::ErrorKind::Command(c) = err.kind.as_ref() else {
+        panic!("expected a command error, got {err:?}");
+    };
+    assert_eq!((c.code, c.code_name.as_str()), (175, "QueryPlanKilled"));
 }

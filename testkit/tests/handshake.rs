@@ -152,6 +152,41 @@ async fn admin_commands_answer_like_mongod_7() {
             .is_ok()
     );
 
+    let config = admin
+        .run_command(doc! {"replSetGetConfig": 1})
+        .await
+        .unwrap();
+    let config = config.get_document("config").unwrap();
+    assert_eq!(config.get_str("_id").unwrap(), "rs0");
+    assert_eq!(
+        config.get_array("members").unwrap()[0]
+            .as_document()
+            .unwrap()
+            .get_str("host")
+            .unwrap(),
+        server.addr().to_string()
+    );
+    let set_id = config
+        .get_document("settings")
+        .unwrap()
+        .get_object_id("replicaSetId")
+        .unwrap();
+    let again = admin
+        .run_command(doc! {"replSetGetConfig": 1})
+        .await
+        .unwrap();
+    assert_eq!(
+        again
+            .get_document("config")
+            .unwrap()
+            .get_document("settings")
+            .unwrap()
+            .get_object_id("replicaSetId")
+            .unwrap(),
+        set_id,
+        "the replica set id is stable"
+    );
+
     let conn = admin
         .run_command(doc! {"connectionStatus": 1, "showPrivileges": true})
         .await

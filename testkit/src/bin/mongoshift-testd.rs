@@ -1,7 +1,8 @@
 //! `mongoshift-testd`: the testkit server as a process, for tests that drive subprocesses and for
 //! trying clients (mongosh, pymongo) by hand.
 //!
-//! `mongoshift-testd --port 0 --mode replset --replset rs0 [--oplog-max-events N]` prints
+//! `mongoshift-testd --port 0 --mode replset --replset rs0 [--oplog-max-events N]
+//! [--noop-interval-ms MS]` prints
 //! `listening on 127.0.0.1:PORT` as its first stdout line, serves until SIGINT/SIGTERM, then
 //! exits 0.
 
@@ -31,6 +32,10 @@ struct Args {
     /// Oplog entries to retain before history is lost.
     #[arg(long, default_value_t = 100_000)]
     oplog_max_events: usize,
+    /// How often an idle server writes a no-op, in milliseconds (mongod: 10 s), so that
+    /// change-stream high-water marks advance.
+    #[arg(long, default_value_t = 10_000)]
+    noop_interval_ms: u64,
 }
 
 /// The `--mode` values.
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
         .replica_set_name(args.replset)
         .port(args.port)
         .oplog_max_events(args.oplog_max_events)
+        .noop_interval(std::time::Duration::from_millis(args.noop_interval_ms))
         .argv(std::env::args().collect())
         .start_blocking()
     {

@@ -233,6 +233,47 @@ pub fn repl_set_get_status(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     })
 }
 
+/// `replSetGetConfig`: the one-member configuration, with a `replicaSetId` stable for the life of
+/// the server (tools use it as the cluster's identity).
+pub fn repl_set_get_config(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
+    require_admin(request)?;
+    let engine = ctx.engine;
+    if !engine.is_replica_set() {
+        return Err(CommandError::new(76, "not running with --replSet"));
+    }
+    to_raw(&doc! {
+        "config": {
+            "_id": engine.config.set_name.clone(),
+            "version": 1,
+            "term": 1,
+            "members": [{
+                "_id": 0,
+                "host": engine.config.host.clone(),
+                "arbiterOnly": false,
+                "buildIndexes": true,
+                "hidden": false,
+                "priority": 1.0,
+                "tags": {},
+                "secondaryDelaySecs": 0i64,
+                "votes": 1,
+            }],
+            "protocolVersion": 1i64,
+            "writeConcernMajorityJournalDefault": true,
+            "settings": {
+                "chainingAllowed": true,
+                "heartbeatIntervalMillis": 2000,
+                "heartbeatTimeoutSecs": 10,
+                "electionTimeoutMillis": 10000,
+                "catchUpTimeoutMillis": -1,
+                "catchUpTakeoverDelayMillis": 30000,
+                "getLastErrorModes": {},
+                "getLastErrorDefaults": { "w": 1, "wtimeout": 0 },
+                "replicaSetId": engine.process_id,
+            },
+        },
+    })
+}
+
 /// `connectionStatus`: with no authentication configured a real server reports no users and
 /// no roles (and, with `showPrivileges`, no privileges).
 pub fn connection_status(_ctx: &mut Ctx<'_>, request: &Request) -> Reply {

@@ -51,8 +51,12 @@ pub fn parse_request(
         Ok(Some(v)) => {
             let n =
                 as_i64(v).ok_or_else(|| CommandError::bad_value("maxTimeMS must be a number"))?;
-            if n < 0 {
-                return Err(CommandError::bad_value("maxTimeMS must be non-negative"));
+            // mongod's IDL takes maxTimeMS as a non-negative 32-bit value.
+            if n < 0 || n > i64::from(i32::MAX) {
+                return Err(CommandError::bad_value(format!(
+                    "{n} value for maxTimeMS is out of range [0, {}]",
+                    i32::MAX
+                )));
             }
             (n > 0).then_some(n as u64)
         }
@@ -252,4 +256,38 @@ pub fn array_or_sequence(
         }
     }
     Ok(out)
+}
+
+/// Refuses fields a command does not know, as mongod's IDL parser does (40415 "BSON field
+/// 'find.x' is an unknown field."). Generic arguments (`$db`, `lsid`, `readConcern`, ...) are
+/// always accepted.
+pub fn check_fields(request: &Request, known: &[&str]) -> Result<(), CommandError> {
+    for element in request.body.iter() {
+        let (key, _) = element?;
+        let key = key.as_str();
+        if key == request.name
+            || known.contains(&key)
+            || crate::command::catalog::is_generic_argument(key)
+        {
+            continue;
+        }
+        return Err(CommandError::unknown_field(&request.name, key));
+    }
+    Ok(())
+}
+
+/// Refuses what this server would otherwise answer wrongly: a non-simple `collation` (string
+/// comparison here is always binary).
+pub fn refuse_collation(
+    command: &str,
+    collation: Option<&RawDocument>,
+) -> Result<(), CommandError> {
+    if let Some(c) = collation
+        && !matches!(c.get("locale"), Ok(Some(RawBsonRef::String("simple"))))
+    {
+        return Err(CommandError::bad_value(format!(
+            "{command}: collations other than 'simple' are not supported by this test server (strings compare by bytes)"
+        )));
+    }
+    Ok(())
 }

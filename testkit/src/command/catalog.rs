@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bson::{Bson, Document, RawBsonRef, RawDocumentBuf, doc};
 
-use crate::command::args::Fields;
+use crate::command::args::{Fields, check_fields};
 use crate::command::read::{CursorOptions, open_cursor};
 use crate::command::{Ctx, Reply, Request};
 use crate::engine::Engine;
@@ -36,6 +36,7 @@ pub fn list_databases(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             "listDatabases may only be run against the admin database.",
         ));
     }
+    check_fields(request, &["filter", "nameOnly", "authorizedDatabases"])?;
     let fields = Fields::new("listDatabases", &request.body);
     let name_only = fields.bool("nameOnly")?.unwrap_or(false);
     let filter = match fields.doc("filter")? {
@@ -136,6 +137,16 @@ fn collection_info(name: &str, entry: &Entry) -> Document {
 /// `listCollections`: collections and views with options, `info.uuid` and `idIndex`;
 /// `filter`, `nameOnly` and `authorizedCollections` as mongod applies them.
 pub fn list_collections(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
+    check_fields(
+        request,
+        &[
+            "filter",
+            "nameOnly",
+            "authorizedCollections",
+            "cursor",
+            "includePendingDrops",
+        ],
+    )?;
     let fields = Fields::new("listCollections", &request.body);
     let name_only = fields.bool("nameOnly")?.unwrap_or(false);
     let filter = match fields.doc("filter")? {
@@ -186,6 +197,10 @@ pub fn list_collections(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 /// `listIndexes`: the `_id` index (or the clustered index) and the secondary indexes.
 pub fn list_indexes(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
+    check_fields(
+        request,
+        &["cursor", "includeBuildUUIDs", "includeIndexBuildInfo"],
+    )?;
     let fields = Fields::new("listIndexes", &request.body);
     let coll = match ctx.engine.catalog.get(&ns) {
         Some(Entry::Collection(c)) => c,
@@ -432,7 +447,12 @@ fn parse_view(ns: &Namespace, options: &Document) -> Result<View, CommandError> 
     {
         stored.insert("collation", c);
     }
-    let _ = ns;
+    if view_on == ns.coll {
+        return Err(CommandError::new(
+            5,
+            format!("View cycle detected: [{ns} -> {ns}]"),
+        ));
+    }
     Ok(View {
         view_on,
         pipeline,
@@ -464,15 +484,17 @@ fn normalize_create_options(mut options: Document) -> Result<Document, CommandEr
                 ));
             }
         };
-        if size <= 0 {
-            return Err(CommandError::bad_value("size must be positive"));
+        // mongod refuses sizes of 1 PB and more.
+        if size <= 0 || size >= 1_i64 << 50 {
+            return Err(CommandError::bad_value(
+                "Capped collection size must be greater than 0 and less than 1 PB",
+            ));
         }
         // mongod rounds the capped size up to a multiple of 256 bytes.
         let rounded = (size + 255) / 256 * 256;
         options.insert("size", rounded);
-    } else if options.contains_key("max") || options.contains_key("size") {
-        // Without capped: true mongod keeps but ignores size/max; keep them as given.
     }
+    // Without `capped: true` mongod keeps `size`/`max` as given and ignores them; so do we.
     if let Some(spec) = options.get("clusteredIndex").cloned() {
         let Bson::Document(spec) = spec else {
             return Err(CommandError::bad_value(
@@ -561,6 +583,7 @@ fn normalize_create_options(mut options: Document) -> Result<Document, CommandEr
 /// success (drop became idempotent in 7.0).
 pub fn drop(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
+    check_fields(request, &["collectionUUID"])?;
     let engine = ctx.engine;
     let mut dbs = engine.catalog.write();
     let Some(db) = dbs.get_mut(&ns.db) else {
@@ -653,6 +676,7 @@ pub fn rename_collection(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             "renameCollection may only be run against the admin database.",
         ));
     }
+    check_fields(request, &["to", "dropTarget", "stayTemp", "collectionUUID"])?;
     let fields = Fields::new("renameCollection", &request.body);
     let from = Namespace::parse(fields.str("renameCollection")?.unwrap_or_default())?;
     let to = Namespace::parse(fields.str("to")?.ok_or_else(|| {
@@ -714,9 +738,6 @@ pub fn rename_collection(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         old.dropped = true;
         fresh
     };
-    if from.db == to.db {
-        // The old incarnation object moves: writers that fetched it must re-resolve the name.
-    }
     let ts = engine.oplog.append(
         vec![OplogOp::Ddl(DdlOp::Rename {
             from: from.clone(),
@@ -745,6 +766,7 @@ pub fn rename_collection(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 pub fn create_indexes(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
     validate_coll_name(&ns.db, &ns.coll)?;
+    check_fields(request, &["indexes", "commitQuorum"])?;
     let fields = Fields::new("createIndexes", &request.body);
     let Some(list) = fields.array("indexes")? else {
         return Err(CommandError::new(
@@ -858,6 +880,7 @@ pub fn create_indexes(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 /// `dropIndexes`: `"*"`, a name, a key pattern, or a list of names.
 pub fn drop_indexes(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
+    check_fields(request, &["index"])?;
     let fields = Fields::new(&request.name, &request.body);
     let engine = ctx.engine;
     let coll = match engine.catalog.get(&ns) {
@@ -1210,6 +1233,7 @@ pub fn storage_stats(ns: &Namespace, coll: &Collection, scale: i64) -> Document 
 /// `collStats` (deprecated in 6.2 but still served by 7.0).
 pub fn coll_stats(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
+    check_fields(request, &["scale", "verbose"])?;
     let fields = Fields::new("collStats", &request.body);
     let scale = fields.i64("scale")?.unwrap_or(1);
     if scale < 1 {
@@ -1223,6 +1247,7 @@ pub fn coll_stats(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 
 /// `dbStats`.
 pub fn db_stats(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
+    check_fields(request, &["scale", "freeStorage"])?;
     let fields = Fields::new("dbStats", &request.body);
     let scale = fields.i64("scale")?.unwrap_or(1).max(1);
     let mut collections = 0i32;

@@ -158,6 +158,23 @@ pub fn open(
                 "$changeStream may not be opened on the internal {ns} collection"
             )));
         }
+        // Views (and time-series collections, which are views over buckets in mongod) cannot be
+        // watched.
+        match engine.catalog.get(&ns) {
+            Some(crate::engine::catalog::Entry::View(_)) => {
+                return Err(CommandError::new(
+                    166,
+                    format!("Namespace {ns} is a view, not a collection"),
+                ));
+            }
+            Some(crate::engine::catalog::Entry::Collection(c)) if c.is_timeseries() => {
+                return Err(CommandError::new(
+                    166,
+                    format!("Namespace {ns} is a view, not a collection"),
+                ));
+            }
+            _ => {}
+        }
         Scope::Collection(ns)
     };
 
@@ -264,6 +281,7 @@ pub fn open(
             tailable: true,
             no_timeout: false,
             last_used: Instant::now(),
+            origin: None,
         });
         id
     };

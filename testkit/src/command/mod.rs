@@ -466,6 +466,7 @@ async fn execute(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         "hostInfo" => admin::host_info(ctx, request),
         "serverStatus" => admin::server_status(ctx, request),
         "replSetGetStatus" => admin::repl_set_get_status(ctx, request),
+        "replSetGetConfig" => admin::repl_set_get_config(ctx, request),
         "connectionStatus" => admin::connection_status(ctx, request),
         "getCmdLineOpts" => admin::get_cmd_line_opts(ctx, request),
         "whatsmyuri" => admin::whats_my_uri(ctx, request),

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bson::{Bson, Document, RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf, cstr, doc};
 
-use crate::command::args::{Fields, as_i64};
+use crate::command::args::{Fields, as_i64, check_fields, refuse_collation};
 use crate::command::catalog::{storage_stats, target};
 use crate::command::{Ctx, Reply, Request};
 use crate::engine::Engine;
@@ -38,7 +38,7 @@ const DEFAULT_FIRST_BATCH: usize = 101;
 const MAX_BATCH_BYTES: usize = MAX_BSON_OBJECT_SIZE;
 
 /// How a new cursor hands out its documents.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CursorOptions {
     /// `batchSize` of the opening command.
     pub batch_size: Option<usize>,
@@ -50,6 +50,9 @@ pub struct CursorOptions {
     pub tailable: bool,
     /// `noCursorTimeout`.
     pub no_timeout: bool,
+    /// The collection the results come from: a getMore after it was dropped fails with 175
+    /// `QueryPlanKilled`, as on mongod.
+    pub origin: Option<Arc<crate::engine::collection::Collection>>,
 }
 
 impl CursorOptions {
@@ -149,6 +152,7 @@ pub fn open_cursor(
             tailable: options.tailable,
             no_timeout: options.no_timeout,
             last_used: Instant::now(),
+            origin: options.origin.clone(),
         });
         id
     } else {
@@ -159,6 +163,15 @@ pub fn open_cursor(
 
 /// `getMore`.
 pub async fn get_more(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
+    check_fields(
+        request,
+        &[
+            "collection",
+            "batchSize",
+            "term",
+            "lastKnownCommittedOpTime",
+        ],
+    )?;
     let fields = Fields::new("getMore", &request.body);
     let id = match fields.get("getMore") {
         Some(RawBsonRef::Int64(id)) => id,
@@ -220,6 +233,13 @@ pub async fn get_more(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         )
         .await
         .map_err(crate::command::change_stream::label_resumable);
+    }
+    if cursor.origin.as_ref().is_some_and(|c| c.read().dropped) {
+        engine.cursors.release(id);
+        return Err(CommandError::new(
+            175,
+            "collection dropped while the cursor was open",
+        ));
     }
     let ns = cursor.ns();
     let (batch, exhausted) = match &mut cursor.source {
@@ -360,7 +380,42 @@ fn non_negative(fields: &Fields<'_>, key: &str) -> Result<Option<usize>, Command
 /// `find`.
 pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
+    check_fields(
+        request,
+        &[
+            "filter",
+            "sort",
+            "projection",
+            "hint",
+            "skip",
+            "limit",
+            "batchSize",
+            "singleBatch",
+            "max",
+            "min",
+            "returnKey",
+            "showRecordId",
+            "tailable",
+            "oplogReplay",
+            "noCursorTimeout",
+            "awaitData",
+            "allowPartialResults",
+            "collation",
+            "allowDiskUse",
+            "let",
+            "term",
+            "readOnce",
+        ],
+    )?;
     let fields = Fields::new("find", &request.body);
+    refuse_collation("find", fields.doc("collation")?)?;
+    for unsupported in ["returnKey", "showRecordId", "tailable"] {
+        if fields.bool(unsupported)?.unwrap_or(false) {
+            return Err(CommandError::bad_value(format!(
+                "find: '{unsupported}' is not supported by this test server"
+            )));
+        }
+    }
     let vars = match fields.doc("let")? {
         Some(l) => Variables::new().with_let(l)?,
         None => Variables::new(),
@@ -384,12 +439,13 @@ pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         min: fields.doc("min")?,
         max: fields.doc("max")?,
     };
-    let options = CursorOptions {
+    let mut options = CursorOptions {
         batch_size: non_negative(&fields, "batchSize")?,
         single_batch: fields.bool("singleBatch")?.unwrap_or(false),
         tailable: fields.bool("tailable")?.unwrap_or(false),
         await_data: fields.bool("awaitData")?.unwrap_or(false),
         no_timeout: fields.bool("noCursorTimeout")?.unwrap_or(false),
+        origin: None,
     };
     let engine = ctx.engine;
     if ns.db == "local" && ns.coll == "oplog.rs" && engine.is_replica_set() {
@@ -425,8 +481,9 @@ pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             out.into_iter().map(Arc::new).collect()
         }
         Some(Entry::Collection(coll)) => {
-            let data = coll.read();
-            find_in_collection(&data, &args)?
+            let docs = find_in_collection(&coll.read(), &args)?;
+            options.origin = Some(coll);
+            docs
         }
     };
     open_cursor(ctx, request, docs, &ns.db, &ns.coll, options)
@@ -560,7 +617,12 @@ fn find_in_collection(
 /// `count`.
 pub fn count(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
+    check_fields(
+        request,
+        &["query", "limit", "skip", "hint", "collation", "fields"],
+    )?;
     let fields = Fields::new("count", &request.body);
+    refuse_collation("count", fields.doc("collation")?)?;
     let empty = RawDocumentBuf::new();
     let filter = Filter::parse(fields.doc("query")?.unwrap_or(&empty))?;
     let skip = non_negative(&fields, "skip")?.unwrap_or(0);
@@ -595,7 +657,9 @@ pub fn count(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 /// `distinct`: the distinct values of a path, in the server's order, arrays expanded.
 pub fn distinct(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
+    check_fields(request, &["key", "query", "collation", "hint"])?;
     let fields = Fields::new("distinct", &request.body);
+    refuse_collation("distinct", fields.doc("collation")?)?;
     let key = fields.str("key")?.ok_or_else(|| {
         CommandError::new(
             40414,
@@ -725,7 +789,23 @@ pub async fn aggregate(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 }
 
 fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
+    check_fields(
+        request,
+        &[
+            "pipeline",
+            "explain",
+            "allowDiskUse",
+            "cursor",
+            "collation",
+            "hint",
+            "let",
+            "fromMongos",
+            "needsMerge",
+            "isMapReduceCommand",
+        ],
+    )?;
     let fields = Fields::new("aggregate", &request.body);
+    refuse_collation("aggregate", fields.doc("collation")?)?;
     let collectionless = !matches!(fields.get("aggregate"), Some(RawBsonRef::String(_)));
     let coll_name = match fields.get("aggregate") {
         Some(RawBsonRef::String(s)) => s.to_string(),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bson::{Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf, doc};
 
-use crate::command::args::{Fields, array_or_sequence, truthy};
+use crate::command::args::{Fields, array_or_sequence, check_fields, refuse_collation, truthy};
 use crate::command::catalog::target;
 use crate::command::{Ctx, Reply, Request};
 use crate::engine::catalog::Entry;
@@ -59,7 +59,7 @@ fn with_collection<T>(
     ))
 }
 
-fn check_batch(request: &Request, len: usize) -> Result<(), CommandError> {
+fn check_batch(len: usize) -> Result<(), CommandError> {
     if len == 0 || len > MAX_WRITE_BATCH {
         return Err(CommandError::new(
             16,
@@ -68,7 +68,6 @@ fn check_batch(request: &Request, len: usize) -> Result<(), CommandError> {
             ),
         ));
     }
-    let _ = request;
     Ok(())
 }
 
@@ -109,8 +108,9 @@ fn command_variables(request: &Request) -> Result<Variables, CommandError> {
 pub fn insert(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
     validate_coll_name(&ns.db, &ns.coll)?;
+    check_fields(request, &["documents", "ordered"])?;
     let docs = array_or_sequence(request, "documents")?;
-    check_batch(request, docs.len())?;
+    check_batch(docs.len())?;
     let ordered = ordered(request)?;
     let bypass = Fields::new("insert", &request.body)
         .bool("bypassDocumentValidation")?
@@ -343,8 +343,12 @@ fn check_statement_fields(
 pub fn update(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
     validate_coll_name(&ns.db, &ns.coll)?;
+    check_fields(request, &["updates", "ordered", "let"])?;
     let statements = array_or_sequence(request, "updates")?;
-    check_batch(request, statements.len())?;
+    check_batch(statements.len())?;
+    for statement in &statements {
+        refuse_collation("update", Fields::new("update", statement).doc("collation")?)?;
+    }
     check_statement_fields(
         &statements,
         "update.updates",
@@ -421,8 +425,12 @@ pub fn update(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 /// `delete`.
 pub fn delete(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
+    check_fields(request, &["deletes", "ordered", "let"])?;
     let statements = array_or_sequence(request, "deletes")?;
-    check_batch(request, statements.len())?;
+    check_batch(statements.len())?;
+    for statement in &statements {
+        refuse_collation("delete", Fields::new("delete", statement).doc("collation")?)?;
+    }
     check_statement_fields(
         &statements,
         "delete.deletes",
@@ -495,7 +503,24 @@ pub fn delete(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 pub fn find_and_modify(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
     validate_coll_name(&ns.db, &ns.coll)?;
+    check_fields(
+        request,
+        &[
+            "query",
+            "sort",
+            "remove",
+            "update",
+            "new",
+            "fields",
+            "upsert",
+            "arrayFilters",
+            "hint",
+            "collation",
+            "let",
+        ],
+    )?;
     let fields = Fields::new(&request.name, &request.body);
+    refuse_collation("findAndModify", fields.doc("collation")?)?;
     let vars = command_variables(request)?;
     let empty = RawDocumentBuf::new();
     let query = fields.doc("query")?.unwrap_or(&empty);

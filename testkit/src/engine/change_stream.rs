@@ -287,6 +287,9 @@ impl ChangeStreamCursor {
 
     /// Reads events after the current position: at most `limit` of them.
     pub fn read(&mut self, engine: &Engine, limit: usize) -> Result<StreamBatch, CommandError> {
+        /// Oplog entries fetched per step, so a stream far behind does not copy the whole
+        /// retained oplog for every batch.
+        const CHUNK: usize = 1024;
         // mongod fails a getMore whose oplog position was deleted rather than skipping the
         // lost entries: a consumer must learn that it missed changes.
         let fully_read = self.position.op == Some(u32::MAX);
@@ -300,50 +303,63 @@ impl ChangeStreamCursor {
             ));
         }
         let mut events = Vec::new();
+        let mut bytes = 0usize;
         let mut invalidated = false;
-        let (entries, scanned_through) = engine.oplog.entries_from(self.position.ts, usize::MAX);
         let mut batch_full = false;
         // True when ops were scanned after the last event handed out in this batch.
         let mut scanned_past_event = false;
-        'entries: for entry in &entries {
-            for (i, op) in entry.ops.iter().enumerate() {
-                let i = i as u32;
-                let here = Position {
-                    ts: entry.ts,
-                    op: Some(i),
-                };
-                if here <= self.position {
-                    continue;
-                }
-                if batch_full {
-                    break 'entries;
-                }
-                let produced = self.events_for(engine, entry, i, op)?;
-                self.position = here;
-                scanned_past_event = true;
-                for (event, is_invalidate) in produced {
-                    // Invalidate events are delivered whatever the user's stages say.
-                    let event = if is_invalidate {
-                        event
-                    } else {
-                        match self.apply_pipeline(event)? {
-                            Some(e) => e,
-                            None => continue,
-                        }
+        let mut scanned_through;
+        'chunks: loop {
+            let (entries, through) = engine.oplog.entries_from(self.position.ts, CHUNK);
+            scanned_through = through;
+            let complete = entries.len() < CHUNK;
+            let mut progressed = false;
+            for entry in &entries {
+                for (i, op) in entry.ops.iter().enumerate() {
+                    let i = i as u32;
+                    let here = Position {
+                        ts: entry.ts,
+                        op: Some(i),
                     };
-                    self.last_event_token = Some(event_id(&event)?);
-                    scanned_past_event = false;
-                    events.push(event);
-                    if is_invalidate {
-                        invalidated = true;
+                    if here <= self.position {
+                        continue;
+                    }
+                    if batch_full {
+                        break 'chunks;
+                    }
+                    let produced = self.events_for(engine, entry, i, op)?;
+                    self.position = here;
+                    progressed = true;
+                    scanned_past_event = true;
+                    for (event, is_invalidate) in produced {
+                        // Invalidate events are delivered whatever the user's stages say.
+                        let event = if is_invalidate {
+                            event
+                        } else {
+                            match self.apply_pipeline(event)? {
+                                Some(e) => e,
+                                None => continue,
+                            }
+                        };
+                        self.last_event_token = Some(event_id(&event)?);
+                        scanned_past_event = false;
+                        bytes += event.as_bytes().len();
+                        events.push(event);
+                        if is_invalidate {
+                            invalidated = true;
+                        }
+                    }
+                    if invalidated {
+                        break 'chunks;
+                    }
+                    // Batches stop at the requested size or at 16 MiB, like mongod's.
+                    if events.len() >= limit || bytes >= crate::wire::MAX_BSON_OBJECT_SIZE {
+                        batch_full = true;
                     }
                 }
-                if invalidated {
-                    break 'entries;
-                }
-                if events.len() >= limit {
-                    batch_full = true;
-                }
+            }
+            if complete || !progressed {
+                break;
             }
         }
         if invalidated {
@@ -434,6 +450,18 @@ impl ChangeStreamCursor {
         };
         let ns_doc = |ns: &Namespace| doc! { "db": ns.db.clone(), "coll": ns.coll.clone() };
         let mut out = Vec::new();
+        // mongod keeps time-series measurements in `system.buckets.*` collections, which change
+        // streams never report: writes to a time-series collection produce no events.
+        if let OplogOp::Insert { ns, .. } | OplogOp::Update { ns, .. } | OplogOp::Delete { ns, .. } =
+            op
+            && self.sees(ns)
+            && engine
+                .catalog
+                .collection(ns)
+                .is_some_and(|c| c.is_timeseries())
+        {
+            return Ok(out);
+        }
         match op {
             OplogOp::Noop => {}
             OplogOp::Insert { ns, uuid, doc } if self.sees(ns) => {

@@ -50,6 +50,8 @@ pub struct Cursor {
     pub no_timeout: bool,
     /// Last time a command used the cursor.
     pub last_used: Instant,
+    /// The collection the documents come from, to detect a drop (see `CursorOptions`).
+    pub origin: Option<Arc<crate::engine::collection::Collection>>,
 }
 
 impl Cursor {
@@ -209,6 +211,7 @@ mod tests {
             tailable: false,
             no_timeout: false,
             last_used: Instant::now(),
+            origin: None,
         }
     }
 

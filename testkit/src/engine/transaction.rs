@@ -3,21 +3,23 @@
 //! A transaction works on private copies of the collections it touches, taken when it first
 //! touches each one (snapshot isolation per collection; documents are shared `Arc`s, so a copy
 //! costs a pointer per document). Its writes are logged, not committed. `commitTransaction`
-//! checks that no other writer changed those collections since they were copied (otherwise
-//! 112 `WriteConflict` with the `TransientTransactionError` label, and the transaction aborts),
-//! installs the copies, and appends one oplog entry holding every op with the session's `lsid`
-//! and `txnNumber`, so its change events share one cluster time and differ by `txnOpIndex`.
+//! checks that every document the transaction wrote is still as the transaction first saw it
+//! (otherwise 112 `WriteConflict` with the `TransientTransactionError` label, and the
+//! transaction aborts), applies the final version of each such document to the shared
+//! collections, and appends one oplog entry holding every op with the session's `lsid` and
+//! `txnNumber`, so its change events share one cluster time and differ by `txnOpIndex`.
+//! Concurrent writes to other documents of the same collections do not conflict.
 //!
 //! Outside a transaction the [`Store`] is a thin view of the catalog and the oplog.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bson::{Document, Timestamp};
+use bson::{Document, RawDocumentBuf, Timestamp};
 
 use crate::engine::Engine;
 use crate::engine::catalog::{Entry, id_index_spec};
-use crate::engine::collection::{Collection, CollectionOptions};
+use crate::engine::collection::{Collection, CollectionOptions, id_key};
 use crate::engine::namespace::Namespace;
 use crate::engine::oplog::{DdlOp, OplogOp, TxnInfo};
 use crate::error::CommandError;
@@ -98,42 +100,88 @@ impl Transaction {
             .with_label("TransientTransactionError")
         };
         let mut dbs = engine.catalog.write();
-        // Phase 1: check every base under its write lock (taken in namespace order).
-        let mut guards = Vec::new();
+        // Phase 1: for every collection the transaction wrote, check under the collection's
+        // write lock (taken in namespace order) that each document it touched is still as it
+        // was when the transaction first read it, and build the new contents on a copy.
+        let mut installs = Vec::new();
         let mut conflicted = false;
+        let mut failure: Option<CommandError> = None;
         for (ns, staged) in &self.staged {
+            let Some((base, _)) = &staged.base else {
+                continue;
+            };
+            let changes = document_changes(&self.ops, ns);
+            if changes.is_empty() {
+                continue;
+            }
             let current = dbs
                 .get(&ns.db)
                 .and_then(|d| d.entries.get(&ns.coll))
                 .cloned();
-            match (&staged.base, current) {
-                (None, None) => {}
-                (Some((base, version)), Some(Entry::Collection(now)))
-                    if Arc::ptr_eq(base, &now) =>
-                {
-                    let guard = base.write();
-                    if guard.dropped || guard.version() != *version {
-                        conflicted = true;
-                        break;
-                    }
-                    guards.push((ns.clone(), guard));
-                }
-                _ => {
+            let same = matches!(&current, Some(Entry::Collection(now)) if Arc::ptr_eq(base, now));
+            if !same {
+                conflicted = true;
+                break;
+            }
+            let guard = base.write();
+            if guard.dropped {
+                conflicted = true;
+                break;
+            }
+            let mut next = guard.clone();
+            for (key, (expected, last)) in &changes {
+                let now = next
+                    .find_by_id_key(key)
+                    .map(|(rid, d)| (rid, Arc::clone(d)));
+                let unchanged = match (expected, &now) {
+                    (None, None) => true,
+                    (Some(e), Some((_, d))) => e.as_bytes() == d.as_bytes(),
+                    _ => false,
+                };
+                if !unchanged {
                     conflicted = true;
                     break;
                 }
+                let applied = match (now, last) {
+                    (None, Some(doc)) => next.insert(&ns.to_string(), (**doc).clone()).map(|_| ()),
+                    (Some((rid, _)), Some(doc)) => next
+                        .replace(&ns.to_string(), rid, (**doc).clone())
+                        .map(|_| ()),
+                    (Some((rid, _)), None) => {
+                        next.remove(rid);
+                        Ok(())
+                    }
+                    (None, None) => Ok(()),
+                };
+                if let Err(e) = applied {
+                    failure = Some(e);
+                    break;
+                }
             }
+            if conflicted || failure.is_some() {
+                break;
+            }
+            installs.push((guard, next));
         }
-        if conflicted {
-            drop(guards);
+        if conflicted || failure.is_some() {
+            drop(installs);
             drop(dbs);
             self.abort();
-            return Err(conflict());
+            return Err(failure.unwrap_or_else(conflict));
         }
         // Phase 2: install. Collections the transaction created are created first.
         let mut created = Vec::new();
         for (ns, staged) in &self.staged {
             if staged.base.is_none() {
+                if dbs
+                    .get(&ns.db)
+                    .is_some_and(|d| d.entries.contains_key(&ns.coll))
+                {
+                    drop(installs);
+                    drop(dbs);
+                    self.abort();
+                    return Err(conflict());
+                }
                 created.push(OplogOp::Ddl(DdlOp::Create {
                     ns: ns.clone(),
                     uuid: staged.copy.uuid,
@@ -147,18 +195,8 @@ impl Transaction {
                     .insert(ns.coll.clone(), Entry::Collection(Arc::clone(&staged.copy)));
             }
         }
-        for (ns, mut guard) in guards {
-            if let Some(Staged {
-                copy,
-                base: Some((_, version)),
-            }) = self.staged.get(&ns)
-            {
-                let copy = copy.read();
-                // Only collections the transaction wrote to are installed.
-                if copy.version() != *version {
-                    *guard = copy.clone();
-                }
-            }
+        for (mut guard, next) in installs {
+            *guard = next;
         }
         for op in created {
             engine.oplog.append(vec![op], None);
@@ -179,6 +217,41 @@ impl Transaction {
         self.state = TxnState::Committed(ts);
         Ok(ts)
     }
+}
+
+/// Per document (`_id` KeyString) a transaction changed in `ns`: the version it first saw (or
+/// `None` when the document did not exist) and its final version (`None` when deleted).
+type DocumentChanges =
+    BTreeMap<Vec<u8>, (Option<Arc<RawDocumentBuf>>, Option<Arc<RawDocumentBuf>>)>;
+
+fn document_changes(ops: &[OplogOp], ns: &Namespace) -> DocumentChanges {
+    let mut changes = DocumentChanges::new();
+    for op in ops {
+        let (key, before, after) = match op {
+            OplogOp::Insert { ns: n, doc, .. } if n == ns => {
+                (id_key(doc), None, Some(Arc::clone(doc)))
+            }
+            OplogOp::Update {
+                ns: n,
+                before,
+                after,
+                ..
+            } if n == ns => (
+                id_key(after),
+                Some(Arc::clone(before)),
+                Some(Arc::clone(after)),
+            ),
+            OplogOp::Delete { ns: n, before, .. } if n == ns => {
+                (id_key(before), Some(Arc::clone(before)), None)
+            }
+            _ => continue,
+        };
+        changes
+            .entry(key)
+            .and_modify(|(_, last)| *last = after.clone())
+            .or_insert((before, after));
+    }
+    changes
 }
 
 /// What commands read and write through: the catalog and oplog directly, or a transaction's

@@ -1858,7 +1858,7 @@ fn eval_op(name: &str, args: &[Node], ctx: &mut Ctx<'_, '_>) -> R {
                     if n >= 0 {
                         (0, n)
                     } else {
-                        ((len + n).max(0), len)
+                        (len.saturating_add(n).max(0), len)
                     }
                 }
                 (Some(pos), _) => {
@@ -1872,7 +1872,7 @@ fn eval_op(name: &str, args: &[Node], ctx: &mut Ctx<'_, '_>) -> R {
                     let start = if pos >= 0 {
                         pos.min(len)
                     } else {
-                        (len + pos).max(0)
+                        len.saturating_add(pos).max(0)
                     };
                     (start, count)
                 }
@@ -2270,7 +2270,11 @@ fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 fn elem_at(items: &[Bson], idx: i64) -> Option<Bson> {
     let len = i64::try_from(items.len()).unwrap_or(i64::MAX);
-    let i = if idx < 0 { len + idx } else { idx };
+    let i = if idx < 0 {
+        len.saturating_add(idx)
+    } else {
+        idx
+    };
     if i < 0 || i >= len {
         return None;
     }

@@ -82,25 +82,24 @@ pub fn distinct_values<'a>(doc: &'a RawDocument, path: &str) -> Vec<RawBsonRef<'
 /// Index-key values for one field of a key pattern and whether an array was met (multikey).
 /// Missing values key as `null`; an empty leaf array keys as `undefined`, as in mongod.
 pub(crate) fn index_values<'a>(doc: DocRef<'a>, path: &str) -> (Vec<Val<'a>>, bool) {
-    const NULL: Bson = Bson::Null;
-    const UNDEFINED: Bson = Bson::Undefined;
-    static NULL_REF: Bson = NULL;
-    static UNDEFINED_REF: Bson = UNDEFINED;
     let comps: Vec<&str> = path.split('.').collect();
-    let root = match doc {
-        DocRef::Raw(d) => Val::Raw(RawBsonRef::Document(d)),
-        DocRef::Owned(d) => return index_values_owned(d, &comps),
-    };
+    index_values_split(doc, &comps)
+}
+
+/// [`index_values`] with the path already split into components.
+pub(crate) fn index_values_split<'a, S: AsRef<str>>(
+    doc: DocRef<'a>,
+    comps: &[S],
+) -> (Vec<Val<'a>>, bool) {
+    static NULL_REF: Bson = Bson::Null;
+    static UNDEFINED_REF: Bson = Bson::Undefined;
     let mut found = Vec::new();
     let mut multikey = false;
-    collect_index_values(Some(root), &comps, &mut found, &mut multikey, true);
-    let mut out: Vec<Val<'a>> = Vec::with_capacity(found.len());
-    for v in found {
-        match v {
-            Some(v) => out.push(v),
-            None => out.push(Val::Owned(&NULL_REF)),
-        }
-    }
+    collect_index_values_doc(doc, comps, &mut found, &mut multikey, true);
+    let mut out: Vec<Val<'a>> = found
+        .into_iter()
+        .map(|v| v.unwrap_or(Val::Owned(&NULL_REF)))
+        .collect();
     if out.is_empty() {
         // Only an empty leaf array produces no value at all.
         out.push(Val::Owned(if multikey {
@@ -112,31 +111,11 @@ pub(crate) fn index_values<'a>(doc: DocRef<'a>, path: &str) -> (Vec<Val<'a>>, bo
     (out, multikey)
 }
 
-fn index_values_owned<'a>(doc: &'a Document, comps: &[&str]) -> (Vec<Val<'a>>, bool) {
-    static NULL_REF: Bson = Bson::Null;
-    static UNDEFINED_REF: Bson = Bson::Undefined;
-    let mut found = Vec::new();
-    let mut multikey = false;
-    collect_index_values_doc(DocRef::Owned(doc), comps, &mut found, &mut multikey, true);
-    let mut out: Vec<Val<'a>> = found
-        .into_iter()
-        .map(|v| v.unwrap_or(Val::Owned(&NULL_REF)))
-        .collect();
-    if out.is_empty() {
-        out.push(Val::Owned(if multikey {
-            &UNDEFINED_REF
-        } else {
-            &NULL_REF
-        }));
-    }
-    (out, multikey)
-}
-
 /// Collects index-key values; `None` entries stand for a missing value (null key). With
 /// `missing_as_null` false (distinct), missing values are not recorded.
-fn collect_index_values<'a>(
+fn collect_index_values<'a, S: AsRef<str>>(
     cur: Option<Val<'a>>,
-    comps: &[&str],
+    comps: &[S],
     out: &mut Vec<Option<Val<'a>>>,
     multikey: &mut bool,
     missing_as_null: bool,
@@ -151,9 +130,9 @@ fn collect_index_values<'a>(
     }
 }
 
-fn collect_index_values_doc<'a>(
+fn collect_index_values_doc<'a, S: AsRef<str>>(
     doc: DocRef<'a>,
-    comps: &[&str],
+    comps: &[S],
     out: &mut Vec<Option<Val<'a>>>,
     multikey: &mut bool,
     missing_as_null: bool,
@@ -161,7 +140,7 @@ fn collect_index_values_doc<'a>(
     let Some((first, rest)) = comps.split_first() else {
         return;
     };
-    let Some(v) = doc.get(first) else {
+    let Some(v) = doc.get(first.as_ref()) else {
         if missing_as_null {
             out.push(None);
         }
@@ -181,9 +160,9 @@ fn collect_index_values_doc<'a>(
         (Some(d), _) => collect_index_values_doc(d, rest, out, multikey, missing_as_null),
         (_, Some(a)) => {
             // A numeric component right after an array selects that element.
-            if let Some(i) = rest.first().and_then(|c| array_index(c)) {
+            if let Some(i) = rest.first().and_then(|c| array_index(c.as_ref())) {
                 if let Some(elem) = a.get(i) {
-                    let after = rest.get(1..).unwrap_or(&[]);
+                    let after = rest.get(1..).unwrap_or_default();
                     if after.is_empty() {
                         out.push(Some(elem));
                     } else {

@@ -647,14 +647,14 @@ fn slice(v: &Bson, skip: i64, limit: Option<i64>) -> Bson {
             if skip >= 0 {
                 (0, skip)
             } else {
-                ((len + skip).max(0), len)
+                (len.saturating_add(skip).max(0), len)
             }
         }
         Some(l) => {
             let start = if skip >= 0 {
                 skip.min(len)
             } else {
-                (len + skip).max(0)
+                len.saturating_add(skip).max(0)
             };
             (start, l)
         }

@@ -11,7 +11,7 @@ use bson::{Bson, Document, RawDocument};
 use super::compare::{as_number, cmp_val};
 use super::keystring::append_val;
 use super::numeric::{Number, cmp_numbers};
-use super::path::index_values;
+use super::path::index_values_split;
 use super::value::{DocRef, Val};
 use super::{Direction, QueryError};
 
@@ -28,6 +28,8 @@ pub struct SortKey {
 #[derive(Debug, Clone, Default)]
 pub struct SortSpec {
     keys: Vec<SortKey>,
+    /// The key paths split into components once, for evaluation.
+    split: Vec<Vec<String>>,
     natural: Option<Direction>,
 }
 
@@ -100,6 +102,7 @@ impl SortSpec {
                     "FieldPath field names may not start with '$'. Consider using $getField or $setField.",
                 ));
             }
+            out.split.push(path.split('.').map(str::to_owned).collect());
             out.keys.push(SortKey {
                 path: path.to_owned(),
                 direction,
@@ -134,9 +137,9 @@ impl SortSpec {
     }
 
     pub(crate) fn compare_ref(&self, a: DocRef<'_>, b: DocRef<'_>) -> Ordering {
-        for key in &self.keys {
-            let va = key_value(a, key);
-            let vb = key_value(b, key);
+        for (key, comps) in self.keys.iter().zip(&self.split) {
+            let va = key_value(a, key.direction, comps);
+            let vb = key_value(b, key.direction, comps);
             let o = key.direction.apply(cmp_val(va, vb));
             if o != Ordering::Equal {
                 return o;
@@ -158,8 +161,12 @@ impl SortSpec {
 
     pub(crate) fn sort_key_ref(&self, doc: DocRef<'_>) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * self.keys.len());
-        for key in &self.keys {
-            append_val(&mut out, key_value(doc, key), key.direction);
+        for (key, comps) in self.keys.iter().zip(&self.split) {
+            append_val(
+                &mut out,
+                key_value(doc, key.direction, comps),
+                key.direction,
+            );
         }
         out
     }
@@ -167,11 +174,11 @@ impl SortSpec {
 
 /// The value a document sorts by for one key: the smallest of the values the path reaches
 /// (arrays expanded) for ascending order, the largest for descending.
-fn key_value<'a>(doc: DocRef<'a>, key: &SortKey) -> Val<'a> {
-    let (values, _) = index_values(doc, &key.path);
+fn key_value<'a>(doc: DocRef<'a>, direction: Direction, comps: &[String]) -> Val<'a> {
+    let (values, _) = index_values_split(doc, comps);
     let pick = values.into_iter().reduce(|best, v| {
         let o = cmp_val(v, best);
-        let better = match key.direction {
+        let better = match direction {
             Direction::Ascending => o.is_lt(),
             Direction::Descending => o.is_gt(),
         };

@@ -442,13 +442,12 @@ impl Update {
             }
             Kind::Pipeline(p) => {
                 let mut out = p.run_update(original, &self.vars)?;
-                // Like a replacement, a pipeline result without `_id` keeps the original one
-                // (mongod's ObjectReplaceExecutor re-adds it first).
-                if let (Some(id), None) = (original.get("_id"), out.get("_id")) {
-                    let mut with_id = Document::new();
-                    with_id.insert("_id", id.clone());
-                    with_id.extend(out);
-                    out = with_id;
+                // mongod puts the original `_id` back (first) when the pipeline dropped it.
+                if !out.contains_key("_id")
+                    && let Some(id) = original.get("_id")
+                {
+                    out.insert("_id", id.clone());
+                    out = id_first(out);
                 }
                 check_id_unchanged(original, &out, is_insert)?;
                 validate_id(&out)?;
@@ -1191,7 +1190,7 @@ fn walk(
                         if !op.kind.creates() {
                             return Ok(());
                         }
-                        pad_array(a, i);
+                        pad_array(a, i)?;
                         a[i] = Bson::Document(Document::new());
                         ctx.log.push(LogEntry {
                             path: extend(concrete, name),
@@ -1330,10 +1329,21 @@ fn descend(
     }
 }
 
-fn pad_array(a: &mut Vec<Bson>, i: usize) {
+/// mongod pads an array with nulls up to a written index, but refuses to pad by more than
+/// 1,500,000 elements (34 `CannotBackfillArray`).
+fn pad_array(a: &mut Vec<Bson>, i: usize) -> Result<(), QueryError> {
+    const MAX_PADDING: usize = 1_500_000;
+    if i.saturating_sub(a.len()) > MAX_PADDING {
+        return Err(QueryError::new(
+            34,
+            "CannotBackfillArray",
+            format!("can't backfill more than {MAX_PADDING} elements"),
+        ));
+    }
     while a.len() <= i {
         a.push(Bson::Null);
     }
+    Ok(())
 }
 
 /// Reads the current value of the slot.
@@ -1358,7 +1368,7 @@ fn slot_set(parent: &mut Parent<'_>, name: &str, v: Bson) -> Result<(), QueryErr
                     show(&Bson::Array(a.to_vec()))
                 )));
             };
-            pad_array(a, i);
+            pad_array(a, i)?;
             a[i] = v;
             Ok(())
         }
@@ -2326,6 +2336,21 @@ mod tests {
         let d = a.description.expect("described");
         assert!(d.updated_fields.is_empty());
         assert_eq!(d.truncated_arrays.len(), 1);
+        let stages =
+            rawdoc! {"u": [{"$replaceRoot": {"newRoot": "$t"}}, {"$addFields": {"foo": 1}}]};
+        let u = Update::parse(
+            RawBsonRef::Array(stages.get_array("u").expect("array")),
+            None,
+        )
+        .expect("valid pipeline update");
+        let r = u
+            .apply(&rawdoc! {"_id": 1, "x": 1, "t": {"u": {"v": 1}}}, None)
+            .expect("applies")
+            .expect("changes");
+        assert_eq!(
+            raw_doc_to_document(&r),
+            doc! {"_id": 1, "u": {"v": 1}, "foo": 1}
+        );
         let stages = rawdoc! {"u": [{"$set": {"_id": 2}}]};
         let u = Update::parse(
             RawBsonRef::Array(stages.get_array("u").expect("array")),
@@ -2363,6 +2388,29 @@ mod tests {
         let desc = a.description.expect("operator updates describe themselves");
         assert_eq!(desc.updated_fields, doc! {"x": 2, "arr.3": 4, "n.new": 1});
         assert_eq!(desc.removed_fields, vec!["gone".to_owned()]);
+        // Change-stream disambiguation (7.0): numeric field names are ambiguous, array indexes
+        // are reported as integers.
+        let u = upd(rawdoc! {"$set": {"a.1": 2}});
+        let a = u
+            .apply_logged(&rawdoc! {"_id": 1, "a": {"1": 1}}, None)
+            .expect("applies")
+            .expect("changes");
+        let d = a.description.expect("described").to_document(true);
+        assert_eq!(d.get_document("updatedFields").ok(), Some(&doc! {"a.1": 2}));
+        assert_eq!(
+            d.get_document("disambiguatedPaths").ok(),
+            Some(&doc! {"a.1": ["a", "1"]})
+        );
+        let u = upd(rawdoc! {"$set": {"a.0.1": 2}});
+        let a = u
+            .apply_logged(&rawdoc! {"_id": 1, "a": [{"1": 1}]}, None)
+            .expect("applies")
+            .expect("changes");
+        let d = a.description.expect("described").to_document(true);
+        assert_eq!(
+            d.get_document("disambiguatedPaths").ok(),
+            Some(&doc! {"a.0.1": ["a", 0, "1"]})
+        );
         let u = upd(rawdoc! {"$set": {"a.b.c": 1}});
         let a = u
             .apply_logged(&rawdoc! {"_id": 1}, None)

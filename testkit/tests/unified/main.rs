@@ -151,7 +151,31 @@ fn requirements_unmet(reqs: Option<&Value>, topology: &str) -> Option<String> {
 }
 
 /// Builds a client entity from its `createEntities` description.
+/// Fails on keys this runner does not implement, so no assertion is silently dropped.
+fn only_keys(what: &str, value: &Value, allowed: &[&str]) -> Result<(), String> {
+    for (key, _) in value.as_object().map(Vec::as_slice).unwrap_or_default() {
+        if !allowed.contains(&key.as_str()) {
+            return Err(format!(
+                "unsupported: {what} field '{key}' is not implemented by this runner"
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn make_client(server: &TestServerHandle, spec: &Value) -> Result<ClientEntity, String> {
+    only_keys(
+        "client",
+        spec,
+        &[
+            "id",
+            "uriOptions",
+            "useMultipleMongoses",
+            "observeEvents",
+            "ignoreCommandMonitoringEvents",
+            "observeSensitiveCommands",
+        ],
+    )?;
     let mut uri = server.uri();
     if let Some(opts) = spec.get("uriOptions").and_then(Value::as_object) {
         for (k, v) in opts {
@@ -348,6 +372,11 @@ async fn initial_data(internal: &Client, data: &[Value]) -> Result<(), String> {
 /// Compares the observed events with `expectEvents`.
 fn check_events(expect: &[Value], entities: &Entities) -> Result<(), String> {
     for block in expect {
+        only_keys(
+            "expectEvents",
+            block,
+            &["client", "eventType", "ignoreExtraEvents", "events"],
+        )?;
         let client = block["client"].as_str().ok_or("expectEvents.client")?;
         let event_type = block
             .get("eventType")
@@ -468,6 +497,18 @@ async fn run_test(
 ) -> Outcome {
     let mut entities = Entities::default();
     let result = async {
+        only_keys(
+            "test",
+            test,
+            &[
+                "description",
+                "runOnRequirements",
+                "skipReason",
+                "operations",
+                "expectEvents",
+                "outcome",
+            ],
+        )?;
         let _ = internal
             .database("admin")
             .run_command(doc! {"killAllSessions": []})

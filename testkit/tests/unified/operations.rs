@@ -114,6 +114,19 @@ pub async fn run(
     op: &Value,
     entities: &mut Entities,
 ) -> Result<(), String> {
+    crate::only_keys(
+        "operation",
+        op,
+        &[
+            "name",
+            "object",
+            "arguments",
+            "expectError",
+            "expectResult",
+            "saveResultAsEntity",
+            "ignoreResultAndError",
+        ],
+    )?;
     let name = op["name"].as_str().ok_or("operation without name")?;
     let object = op["object"].as_str().ok_or("operation without object")?;
     let args = match op.get("arguments") {
