@@ -8,6 +8,8 @@
 //! - [`plan`]: preflight checks, the planner (pure), plan views and plan files.
 //! - [`namespace`]: namespaces, include/exclude globs and renames, shared by every stage.
 //! - [`sync`]: the copy, the change stream and its spool, destination writes.
+//! - [`control`]: acting on a migration from outside apply (approve, extend, abort, destroy).
+//! - [`cutover`]: approval, the source write block, notifications, requests to a running apply.
 //! - [`verify`]: counts, document hashes, indexes and options of both sides compared.
 //! - [`state`]: the lockfile `migration.lock` and the lock that guards it.
 //! - [`redact`]: keeps credentials out of every output.
@@ -20,6 +22,8 @@
 pub mod atomic_file;
 pub mod cluster;
 pub mod config;
+pub mod control;
+pub mod cutover;
 pub mod exit;
 pub mod namespace;
 pub mod plan;

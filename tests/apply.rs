@@ -2,15 +2,14 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, Decimal128, Document, RawDocumentBuf, doc, oid::ObjectId};
 use common::{Pair, block_on, client};
 use futures_util::TryStreamExt;
-use mongoshift::state::{MigrationState, Phase, lockfile};
+use mongoshift::state::{Phase, lockfile};
 use mongoshift_testkit::{TestServer, TestServerHandle};
 
 /// Every BSON type the server accepts as an `_id`, with no two values equal in the server's
@@ -193,37 +192,6 @@ fn assert_same_data(pair: &Pair, db: &str, colls: &[&str]) {
     }
 }
 
-fn state(dir: &Path) -> MigrationState {
-    lockfile::load(&dir.join("migration.lock"))
-        .unwrap()
-        .expect("a lockfile")
-}
-
-fn spawn_apply(pair: &Pair, args: &[&str]) -> Child {
-    Command::new(assert_cmd::cargo::cargo_bin("mongoshift"))
-        .current_dir(pair.path())
-        .env("NO_COLOR", "1")
-        .args(["apply"].iter().chain(args))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("apply starts")
-}
-
-/// Waits until the lockfile shows `phase` (or later), up to `limit`.
-fn wait_for_phase(dir: &Path, phase: Phase, limit: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Ok(Some(s)) = lockfile::load(&dir.join("migration.lock"))
-            && s.phase >= phase
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("the migration did not reach {phase} within {limit:?}");
-}
-
 /// Slows every insert on the destination, so a copy stays in progress long enough to act on.
 fn slow_inserts(server: &TestServerHandle, millis: i32) {
     server
@@ -235,8 +203,10 @@ fn slow_inserts(server: &TestServerHandle, millis: i32) {
         .unwrap();
 }
 
-const SMALL_PARTITIONS: &str =
-    "[options.copy]\npartition_size = \"1MiB\"\nbatch_size = \"64KiB\"\nparallel_partitions = 4\n";
+/// Cut over as soon as the destination is ready (these tests are about the copy).
+const AUTO: &str = "[cutover]\napproval = \"auto\"\nmax_lag = \"2s\"\n";
+
+const SMALL_PARTITIONS: &str = "[options.copy]\npartition_size = \"1MiB\"\nbatch_size = \"64KiB\"\nparallel_partitions = 4\n[cutover]\napproval = \"auto\"\nmax_lag = \"2s\"\n";
 
 #[test]
 fn every_id_type_and_option_arrives_byte_identical() {
@@ -245,7 +215,7 @@ fn every_id_type_and_option_arrives_byte_identical() {
     pair.write_config(SMALL_PARTITIONS);
     let run = pair.run(&["apply"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("copy complete"), "{}", run.stdout);
+    assert!(run.stdout.contains("committed"), "{}", run.stdout);
 
     assert_same_data(
         &pair,
@@ -262,8 +232,8 @@ fn every_id_type_and_option_arrives_byte_identical() {
         indexes(&pair.destination, "shop", "orders"),
         "indexes are built"
     );
-    let s = state(pair.path());
-    assert_eq!(s.phase, Phase::Copied);
+    let s = pair.state();
+    assert_eq!(s.phase, Phase::Committed);
     let mixed = s
         .namespaces
         .iter()
@@ -277,17 +247,17 @@ fn every_id_type_and_option_arrives_byte_identical() {
     assert_eq!(mixed.documents_copied(), mixed_ids().len() as u64 + 1);
     assert!(s.start_time.is_some(), "T0 is recorded");
 
-    // Re-running a copied migration does nothing and says so.
+    // Re-running a committed migration does nothing and says so.
     let again = pair.run(&["apply"]);
     assert_eq!(again.code, 0);
     assert!(
-        again.stdout.contains("already complete"),
+        again.stdout.contains("already committed; nothing to do"),
         "{}",
         again.stdout
     );
     let status = pair.run(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
-    assert_eq!(status["progress"]["phase"], "copied");
+    assert_eq!(status["progress"]["phase"], "committed");
     assert_eq!(status["holder"], serde_json::Value::Null);
 }
 
@@ -311,7 +281,7 @@ fn killed_at_random_points_it_resumes_without_loss_or_recopy() {
             .await
             .unwrap();
     });
-    pair.write_config("[options.copy]\npartition_size = \"1MiB\"\nbatch_size = \"32KiB\"\nparallel_partitions = 2\n");
+    pair.write_config(&format!("[options.copy]\npartition_size = \"1MiB\"\nbatch_size = \"32KiB\"\nparallel_partitions = 2\n{AUTO}"));
     // Slow enough that kills land inside the copy.
     slow_inserts(&pair.destination, 15);
 
@@ -329,7 +299,7 @@ fn killed_at_random_points_it_resumes_without_loss_or_recopy() {
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         let delay = Duration::from_millis(200 + (rng >> 33) % 1500);
-        let mut child = spawn_apply(&pair, &[]);
+        let mut child = pair.spawn_apply(&[]);
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL: no chance to save anything
@@ -356,8 +326,8 @@ fn killed_at_random_points_it_resumes_without_loss_or_recopy() {
     );
 
     assert_same_data(&pair, "shop", &["orders", "ids"]);
-    let s = state(pair.path());
-    assert_eq!(s.phase, Phase::Copied);
+    let s = pair.state();
+    assert_eq!(s.phase, Phase::Committed);
     for (ns, id, bytes) in &completed {
         let n = s
             .namespaces
@@ -384,8 +354,8 @@ fn a_second_apply_is_refused_while_the_first_runs() {
     seed_variety(&pair.source);
     pair.write_config(SMALL_PARTITIONS);
     slow_inserts(&pair.destination, 200);
-    let mut first = spawn_apply(&pair, &[]);
-    wait_for_phase(pair.path(), Phase::Preparing, Duration::from_secs(20));
+    let mut first = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Preparing, Duration::from_secs(20));
 
     let second = pair.run(&["apply"]);
     assert_eq!(second.code, 4, "{}", second.stderr);
@@ -418,7 +388,7 @@ fn a_second_apply_is_refused_while_the_first_runs() {
 fn a_corrupt_lockfile_is_refused_and_left_untouched() {
     let pair = Pair::new();
     seed_variety(&pair.source);
-    pair.write_config("");
+    pair.write_config(AUTO);
     let path = pair.path().join("migration.lock");
     let cases: [&[u8]; 3] = [
         b"{\"format_version\": 1, \"lineage\": \"x\", \"ser",
@@ -452,8 +422,8 @@ fn an_interrupt_saves_state_and_exits_130() {
     seed_variety(&pair.source);
     pair.write_config(SMALL_PARTITIONS);
     slow_inserts(&pair.destination, 100);
-    let mut child = spawn_apply(&pair, &[]);
-    wait_for_phase(pair.path(), Phase::Copying, Duration::from_secs(20));
+    let mut child = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Copying, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -469,7 +439,7 @@ fn an_interrupt_saves_state_and_exits_130() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("state saved"), "{stderr}");
-    assert_eq!(state(pair.path()).phase, Phase::Copying);
+    assert_eq!(pair.state().phase, Phase::Copying);
     assert!(
         mongoshift::state::lock::read_holder(&pair.path().join("migration.lock")).is_none(),
         "the lock is released"
@@ -485,11 +455,11 @@ fn an_interrupt_saves_state_and_exits_130() {
 fn saved_plans_apply_exactly_or_are_refused_when_stale() {
     let pair = Pair::new();
     seed_variety(&pair.source);
-    pair.write_config("");
+    pair.write_config(AUTO);
     assert_eq!(pair.run(&["plan", "--out", "reviewed.plan"]).code, 0);
     block_on(async {
         let c = client(&pair.source).await;
-        c.database("shop").run_command(doc! { "createIndexes": "orders", "indexes": [{ "key": { "customer": 1 }, "name": "customer_1" }] }).await.unwrap();
+        c.database("shop").run_command(doc! { "createIndexes": "orders", "indexes": [{ "key": { "lines.sku": 1 }, "name": "sku_1" }] }).await.unwrap();
     });
     let stale = pair.run(&["apply", "reviewed.plan"]);
     assert_eq!(stale.code, 5, "{}", stale.stderr);
@@ -509,13 +479,18 @@ fn saved_plans_apply_exactly_or_are_refused_when_stale() {
     let run = pair.run(&["apply", "reviewed.plan"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_same_data(&pair, "shop", &["orders", "mixed"]);
-    // A plan file cannot restart a migration that is under way.
+    // A plan file describes a migration's start: it cannot be applied to one that exists.
     let again = pair.run(&["apply", "reviewed.plan"]);
     assert_eq!(again.code, 5, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("phase committed) already exists"),
+        "{}",
+        again.stderr
+    );
 }
 
 #[test]
-fn changes_during_the_copy_are_spooled_even_beyond_the_oplog_window() {
+fn changes_during_a_copy_longer_than_the_oplog_window_all_arrive() {
     // The source keeps only 100 oplog entries; 300 writes happen during the copy.
     let pair = Pair::with(
         TestServer::builder()
@@ -527,8 +502,8 @@ fn changes_during_the_copy_are_spooled_even_beyond_the_oplog_window() {
     pair.write_config(SMALL_PARTITIONS);
     // Inserts on the destination wait a second each, so the copy lasts as long as the writer.
     slow_inserts(&pair.destination, 1000);
-    let mut child = spawn_apply(&pair, &[]);
-    wait_for_phase(pair.path(), Phase::Copying, Duration::from_secs(20));
+    let mut child = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Copying, Duration::from_secs(20));
     block_on(async {
         let c = client(&pair.source).await;
         let live = c.database("shop").collection::<Document>("live");
@@ -539,7 +514,7 @@ fn changes_during_the_copy_are_spooled_even_beyond_the_oplog_window() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-    let copying = state(pair.path());
+    let copying = pair.state();
     assert_eq!(
         copying.phase,
         Phase::Copying,
@@ -548,33 +523,16 @@ fn changes_during_the_copy_are_spooled_even_beyond_the_oplog_window() {
     pair.destination.clear_fail_points();
     assert!(child.wait().unwrap().success());
 
-    let s = state(pair.path());
-    let dir = mongoshift::sync::spool::spool_dir(&pair.path().join("migration.lock"));
-    let mut reader = mongoshift::sync::spool::SpoolReader::new(&dir, Default::default());
-    let mut seen = Vec::new();
-    while let Some(event) = reader.next(s.stream.spooled).unwrap() {
-        if event.get_str("operationType").ok() == Some("insert")
-            && event
-                .get_document("ns")
-                .and_then(|ns| ns.get_str("coll"))
-                .ok()
-                == Some("live")
-        {
-            seen.push(
-                event
-                    .get_document("documentKey")
-                    .unwrap()
-                    .get_i32("_id")
-                    .unwrap(),
-            );
-        }
-    }
-    assert_eq!(
-        seen,
-        (0..300).collect::<Vec<_>>(),
-        "every change made during the copy is spooled, in order"
+    let s = pair.state();
+    assert!(
+        s.stream.events_spooled >= 300,
+        "every change was spooled: {}",
+        s.stream.events_spooled
     );
-    assert!(s.stream.events_spooled >= 300);
+    // Every change made while the copy ran arrived, though the source kept only 100 of them.
+    let live = raw_documents(&pair.destination, "shop", "live");
+    assert_eq!(live.len(), 300);
+    assert_same_data(&pair, "shop", &["live", "mixed", "orders"]);
 }
 
 #[test]
@@ -596,14 +554,14 @@ fn json_progress_is_one_event_per_line() {
     );
     let last = events.last().unwrap();
     assert_eq!(last["event"], "result");
-    assert_eq!(last["status"], "copied");
+    assert_eq!(last["status"], "committed");
     assert_eq!(last["exit_code"], 0);
     let final_progress = events
         .iter()
         .rev()
         .find(|e| e["event"] == "progress")
         .unwrap();
-    assert_eq!(final_progress["progress"]["phase"], "copied");
+    assert_eq!(final_progress["progress"]["phase"], "committed");
     assert_eq!(
         final_progress["progress"]["documents"],
         final_progress["progress"]["documents_estimate"]
@@ -614,7 +572,7 @@ fn json_progress_is_one_event_per_line() {
 fn unlock_clears_the_record_of_a_holder_on_another_host() {
     let pair = Pair::new();
     seed_variety(&pair.source);
-    pair.write_config("");
+    pair.write_config(AUTO);
     let lockfile = pair.path().join("migration.lock");
     let holder = mongoshift::state::Holder {
         id: "3f1c0b1e-remote".to_owned(),

@@ -60,9 +60,17 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Connect to both clusters, run the preflight checks and show what apply will do.
     Plan(crate::cli::commands::plan::PlanArgs),
-    /// Run the migration: create namespaces, copy while spooling changes, build indexes.
-    /// Resumes from the lockfile when run again.
+    /// Run the migration: create namespaces, copy, apply changes, wait for the cutover
+    /// approval, drain, verify, commit. Resumes from the lockfile when run again.
     Apply(crate::cli::commands::apply::ApplyArgs),
+    /// Approve the cutover: writes the approval file a running (or the next) apply acts on.
+    Cutover(crate::cli::commands::control::LockfileArgs),
+    /// Keep the cutover window open longer.
+    Extend(crate::cli::commands::control::ExtendArgs),
+    /// Stop syncing and release any source write block; the copied data stays.
+    Abort(crate::cli::commands::control::LockfileArgs),
+    /// Drop on the destination exactly what this migration created (asks; --yes for automation).
+    Destroy(crate::cli::commands::control::DestroyArgs),
     /// Show a migration's phase and progress from its lockfile.
     Status(crate::cli::commands::status::StatusArgs),
     /// Compare source and destination now: counts, documents, indexes, options (exit 3 when

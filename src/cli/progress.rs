@@ -201,13 +201,31 @@ fn short(s: &str, width: usize) -> String {
 }
 
 fn reader_lag(p: &Progress) -> String {
-    match p.reader_lag_secs {
-        Some(s) => format!(
+    let mut parts = Vec::new();
+    match (p.lag_secs, p.reader_lag_secs) {
+        (Some(lag), _) => parts.push(format!(
+            "lag {lag}s, {} changes applied",
+            approx_count(p.changes_applied)
+        )),
+        (None, Some(s)) => parts.push(format!(
             "{} changes spooled, reader lag {s}s",
             approx_count(p.events_spooled)
-        ),
-        None => "change reader starting".to_owned(),
+        )),
+        (None, None) => parts.push("change reader starting".to_owned()),
     }
+    if p.pending_documents > 0 {
+        parts.push(format!(
+            "{} documents waiting on a unique index",
+            p.pending_documents
+        ));
+    }
+    if let Some(d) = &p.deadline {
+        parts.push(format!("window until {d}"));
+    }
+    if let Some(by) = &p.approved_by {
+        parts.push(format!("approved by {by}"));
+    }
+    parts.join(", ")
 }
 
 /// One line: `copying: 45% (120.3k/266.0k docs, 30.0 MiB of 66.0 MiB) 12.0k docs/s, ...`.

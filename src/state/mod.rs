@@ -8,8 +8,10 @@ pub mod model;
 pub use lock::{Holder, LockError, LockGuard};
 pub use lockfile::StateError;
 pub use model::{
-    ClusterIdentity, ClusterTime, CopyStatus, IdBound, LOCKFILE_FORMAT_VERSION, MigrationState,
-    NamespaceState, PartitionState, Phase, ResumeToken, SpoolPosition, StreamState, Timestamps,
+    Approval, ChangeCounts, ClusterIdentity, ClusterTime, CollectionKindCount, CopyStatus,
+    CutoverState, IdBound, LOCKFILE_FORMAT_VERSION, MigrationState, NamespaceState, PartitionState,
+    PendingDocument, Phase, ResumeToken, SpoolPosition, StreamState, SyncState, Timestamps,
+    VerificationSummary, WriteBlock,
 };
 
 #[cfg(test)]

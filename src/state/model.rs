@@ -230,6 +230,138 @@ pub struct Timestamps {
     pub copy_finished: Option<String>,
 }
 
+/// Changes applied, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeCounts {
+    /// Inserts.
+    pub inserts: u64,
+    /// Updates.
+    pub updates: u64,
+    /// Replacements.
+    pub replaces: u64,
+    /// Deletes.
+    pub deletes: u64,
+    /// DDL operations.
+    pub ddl: u64,
+}
+
+impl ChangeCounts {
+    /// All changes.
+    pub fn total(&self) -> u64 {
+        self.inserts + self.updates + self.replaces + self.deletes + self.ddl
+    }
+
+    /// Adds another count.
+    pub fn add(&mut self, other: &ChangeCounts) {
+        self.inserts += other.inserts;
+        self.updates += other.updates;
+        self.replaces += other.replaces;
+        self.deletes += other.deletes;
+        self.ddl += other.ddl;
+    }
+}
+
+/// A document a unique index refused to write for now (a change still in flight elsewhere);
+/// it is written again from the source's current version until it goes through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingDocument {
+    /// Destination namespace.
+    pub namespace: Namespace,
+    /// Source namespace.
+    pub source: Namespace,
+    /// The document's `_id`.
+    pub id: IdBound,
+    /// The server's message (names the index and key).
+    pub reason: String,
+}
+
+/// Change application.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// Everything in the spool before here is applied.
+    pub applied: SpoolPosition,
+    /// The source cluster time the destination reflects (the last applied event, or the
+    /// reader's high-water mark once every spooled event is applied).
+    pub applied_time: Option<ClusterTime>,
+    /// Changes applied, by kind.
+    pub counts: ChangeCounts,
+    /// Documents waiting to be written again.
+    pub pending: Vec<PendingDocument>,
+}
+
+/// The source write block of the cutover.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteBlock {
+    /// Not enabled (or released).
+    #[default]
+    Off,
+    /// Being enabled: it may be on; release it on any way out.
+    Requested,
+    /// Enabled.
+    On,
+}
+
+/// Who approved the cutover, how and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// `file`, `flag` or `auto`.
+    pub via: String,
+    /// Who (from the approval file, or the user running apply).
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// The outcome of the cutover's verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationSummary {
+    /// `full`, `counts` or `none`.
+    pub mode: String,
+    /// True when source and destination agreed.
+    pub passed: bool,
+    /// Differences found.
+    pub differences: u64,
+    /// When it ran (RFC 3339).
+    pub at: String,
+}
+
+/// The cutover: readiness, window, approval, write stop, commit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CutoverState {
+    /// When the destination first caught up (the window starts).
+    pub ready_at: Option<String>,
+    /// When the window ends.
+    pub deadline: Option<String>,
+    /// Extensions granted (`mongoshift extend`), in seconds.
+    pub extensions: Vec<u64>,
+    /// The approval.
+    pub approval: Option<Approval>,
+    /// When writes stopped.
+    pub writes_stopped_at: Option<String>,
+    /// The source write block.
+    pub write_block: WriteBlock,
+    /// Every change up to this source time must be applied before the commit.
+    pub final_time: Option<ClusterTime>,
+    /// The verification.
+    pub verification: Option<VerificationSummary>,
+    /// When the migration committed.
+    pub committed_at: Option<String>,
+    /// Notification events already sent (each is sent once).
+    pub notified: Vec<String>,
+    /// Why the last attempt failed, if it did.
+    pub failure: Option<String>,
+}
+
+/// Collections and views, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionKindCount {
+    /// Collections.
+    pub collections: u64,
+    /// Views.
+    pub views: u64,
+}
+
 /// The whole lockfile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationState {
@@ -261,6 +393,15 @@ pub struct MigrationState {
     pub namespaces: Vec<NamespaceState>,
     /// Timestamps.
     pub timestamps: Timestamps,
+    /// Change application.
+    #[serde(default)]
+    pub sync: SyncState,
+    /// The cutover.
+    #[serde(default)]
+    pub cutover: CutoverState,
+    /// Indexes this migration built on the destination.
+    #[serde(default)]
+    pub indexes_created: u64,
 }
 
 impl MigrationState {
@@ -278,6 +419,17 @@ impl MigrationState {
             .filter(|n| n.created)
             .map(|n| n.destination.clone())
             .collect()
+    }
+
+    /// Collections and views this migration created.
+    pub fn created_counts(&self) -> CollectionKindCount {
+        let created = self.namespaces.iter().filter(|n| n.created);
+        let (views, collections): (Vec<_>, Vec<_>) =
+            created.partition(|n| n.kind == CollectionKind::View);
+        CollectionKindCount {
+            collections: collections.len() as u64,
+            views: views.len() as u64,
+        }
     }
 
     /// Documents copied so far, all namespaces.

@@ -25,6 +25,9 @@ pub(crate) fn sample_state() -> MigrationState {
         phase: Phase::Copying,
         start_time: None,
         stream: StreamState::default(),
+        sync: SyncState::default(),
+        cutover: CutoverState::default(),
+        indexes_created: 0,
         dropped: vec![],
         namespaces: vec![NamespaceState {
             source: Namespace::new("a", "b"),

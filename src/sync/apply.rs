@@ -1,42 +1,31 @@
-//! `apply`: take the lock, open the change stream at T0, plan (or check a saved plan), create
-//! the destination namespaces, copy while spooling changes, build indexes.
+//! `apply`: take the lock, check the lockfile against the configuration, open the change stream
+//! at T0, plan (or check a saved plan), then hand over to the [`Engine`], which copies, applies
+//! changes and cuts over.
 //!
-//! One task owns the [`MigrationState`] (the dispatcher loop below): the copy workers and the
-//! change reader report to it over channels, and it alone writes the lockfile, at every phase
-//! change and every couple of seconds. A kill at any moment therefore loses seconds of work,
-//! never correctness: watermarks and spool positions in the lockfile never run ahead of what
-//! is durable on the destination and on disk.
+//! [`Engine`]: super::engine
 
-use std::collections::BTreeSet;
-use std::future::Future;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mongodb::options::{ConnectionString, HostInfo};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::copy::{CopyError, CopyJob, CopySettings, CopyUpdate, run_copy};
-use super::ddl;
+use super::applier::ApplierError;
+use super::copy::CopyError;
+use super::engine::Engine;
 use super::progress::{Progress, now_secs};
-use super::spool::{DEFAULT_SEGMENT_BYTES, SpoolWriter, spool_dir};
-use super::stream::{self, ReaderCheckpoint, ReaderStop, StreamError};
-use super::writer::write_concern;
-use crate::cluster::{Cluster, ClusterError, CollectionKind, Side};
+use super::report::MigrationReport;
+use super::stream::{self, StreamError};
+use crate::cluster::{Cluster, ClusterError, Side};
 use crate::config::Config;
-use crate::plan::{self, Action, Change, IndexPhase, Plan, PlanFile, Staleness};
+use crate::plan::{self, Plan, PlanFile, Staleness};
 use crate::state::lockfile::{self, StateError};
 use crate::state::{
-    ClusterIdentity, CopyStatus, LockError, MigrationState, NamespaceState, Phase, ResumeToken,
-    StreamState, Timestamps, lock,
+    ClusterIdentity, LockError, MigrationState, Phase, ResumeToken, StreamState, Timestamps, lock,
 };
-
-/// How often the state is written while work goes on.
-const PERSIST_INTERVAL: Duration = Duration::from_secs(2);
-
-/// How often progress is published.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+use crate::verify::VerifyError;
 
 /// What `apply` is asked to do.
 #[derive(Debug)]
@@ -47,17 +36,25 @@ pub struct ApplyRequest {
     pub plan_file: Option<PlanFile>,
     /// How long to wait for another process to release the lock.
     pub lock_timeout: Duration,
+    /// `--approve-cutover` was given.
+    pub approve_cutover: bool,
 }
 
 /// How `apply` ended.
 #[derive(Debug)]
 pub enum ApplyOutcome {
-    /// The initial copy is complete: phase `copied`.
-    Copied(Progress),
-    /// The migration was already past the copy; nothing was done.
-    AlreadyCopied(Progress),
+    /// The migration is committed.
+    Committed(Box<MigrationReport>),
+    /// It was committed before; nothing was done.
+    AlreadyCommitted(Box<MigrationReport>),
     /// Stopped by an interrupt; the state is saved and `apply` resumes.
     Interrupted(Progress),
+    /// Stopped by `mongoshift abort`.
+    Aborted(Progress),
+    /// The cutover window ended without a cutover (`on_window_expiry = "stop"`).
+    Expired(Progress),
+    /// The cutover's verification found differences; nothing was committed.
+    VerificationFailed(Box<MigrationReport>),
 }
 
 /// Why `apply` failed. The state is saved whenever it existed.
@@ -77,21 +74,29 @@ pub enum ApplyError {
     StalePlan(Vec<Staleness>),
     /// A saved plan was given for a migration that already started.
     #[error(
-        "a migration (lineage {lineage}) is already in progress from this lockfile; run `mongoshift apply` without a plan file to resume it"
+        "a migration (lineage {lineage}, phase {phase}) already exists in this lockfile; a plan file only starts a new one: run `mongoshift apply` without it to resume or inspect that migration"
     )]
     PlanForStartedMigration {
-        /// The running migration's lineage.
+        /// The existing migration's lineage.
         lineage: String,
+        /// Its phase.
+        phase: Phase,
     },
     /// The config now describes another migration than the lockfile.
     #[error(
-        "migration.toml now selects, renames or shards namespaces differently, or names other clusters, than when this migration (lineage {lineage}) started; restore it, or start over (`mongoshift destroy`, then remove {lockfile})"
+        "migration.toml now selects, renames or shards namespaces differently, or names other clusters, than when this migration (lineage {lineage}) started; restore it, or start over (`mongoshift destroy`, then apply)"
     )]
     ConfigChanged {
         /// The lineage.
         lineage: String,
-        /// The lockfile.
-        lockfile: String,
+    },
+    /// The migration was aborted.
+    #[error(
+        "this migration (lineage {lineage}) was aborted; `mongoshift destroy` removes what it created so that `apply` can start over"
+    )]
+    Aborted {
+        /// The lineage.
+        lineage: String,
     },
     /// A cluster failed.
     #[error(transparent)]
@@ -102,6 +107,12 @@ pub enum ApplyError {
     /// The copy failed.
     #[error(transparent)]
     Copy(#[from] CopyError),
+    /// Applying changes failed.
+    #[error(transparent)]
+    Changes(#[from] ApplierError),
+    /// The cutover's verification could not run.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
     /// The spool could not be opened.
     #[error("cannot open the change spool {}: {source}", path.display())]
     Spool {
@@ -159,7 +170,7 @@ pub fn defining_fingerprint(config: &Config) -> String {
         .collect()
 }
 
-/// Runs `apply` until the copy is complete, it is interrupted through `cancel`, or it fails.
+/// Runs `apply` until the migration commits, is interrupted through `cancel`, stops, or fails.
 pub async fn apply(
     config: &Config,
     request: ApplyRequest,
@@ -177,20 +188,32 @@ pub async fn apply(
         if state.config_fingerprint != defining_fingerprint(config) {
             return Err(ApplyError::ConfigChanged {
                 lineage: state.lineage.clone(),
-                lockfile: request.lockfile.display().to_string(),
             });
         }
         if request.plan_file.is_some() {
             return Err(ApplyError::PlanForStartedMigration {
                 lineage: state.lineage.clone(),
+                phase: state.phase,
             });
         }
-        if state.phase >= Phase::Copied {
-            return Ok(ApplyOutcome::AlreadyCopied(Progress::from_state(
-                state,
-                "copy complete",
-                now_secs(),
-            )));
+        match state.phase {
+            Phase::Committed => {
+                let report = MigrationReport::new(state, None);
+                return Ok(ApplyOutcome::AlreadyCommitted(Box::new(report)));
+            }
+            Phase::Aborted => {
+                return Err(ApplyError::Aborted {
+                    lineage: state.lineage.clone(),
+                });
+            }
+            Phase::Expired if !deadline_ahead(state) => {
+                return Ok(ApplyOutcome::Expired(Progress::from_state(
+                    state,
+                    "the cutover window expired",
+                    now_secs(),
+                )));
+            }
+            _ => {}
         }
     }
 
@@ -202,7 +225,7 @@ pub async fn apply(
     let resume = existing
         .as_ref()
         .and_then(|s| s.stream.resume_token.clone());
-    let change_stream = stream::open(&source, resume.as_ref()).await?;
+    let change_stream = stream::open(&source, resume.as_ref(), config.options.update_mode).await?;
     let start_token = stream::current_token(&change_stream).ok_or_else(|| {
         ApplyError::Cluster(source.invalid_reply(
             "aggregate $changeStream",
@@ -232,31 +255,44 @@ pub async fn apply(
         None => refreshed.plan.actions.clone(),
     };
 
-    let state = match existing {
-        Some(state) => state,
-        None => new_state(config, &refreshed.plan, start_token),
-    };
-    let mut engine = Engine {
+    let mut state = existing.unwrap_or_else(|| new_state(config, &refreshed.plan, start_token));
+    if state.phase == Phase::Expired {
+        // Extended after it expired: back to waiting for approval.
+        state.phase = Phase::Ready;
+    }
+    if matches!(state.phase, Phase::CuttingOver | Phase::Verifying) {
+        // The last run ended inside the cutover: its block was released, or (killed) may still
+        // be on. Either way writes are stopped again, and the drain starts afresh.
+        state.phase = Phase::CuttingOver;
+        state.cutover.final_time = None;
+        if state.cutover.write_block != crate::state::WriteBlock::Off {
+            state.cutover.write_block = crate::state::WriteBlock::Requested;
+        }
+    }
+    let mut engine = Engine::new(
         config,
-        lockfile: request.lockfile.clone(),
+        request.lockfile.clone(),
         state,
         progress,
-        activity: "preparing".to_owned(),
-        last_persist: Instant::now(),
-        dirty: true,
-    };
+        request.approve_cutover,
+    );
     engine.add_namespaces(&actions);
     engine.persist()?;
-
-    engine.prepare(&destination, &actions).await?;
     if engine.state.phase < Phase::Copying {
-        engine.state.phase = Phase::Copying;
-        engine.state.timestamps.copy_started = Some(jiff::Timestamp::now().to_string());
-        engine.persist()?;
+        engine.prepare(&destination, &actions).await?;
     }
     engine
-        .copy_phase(source, destination, change_stream, &actions, cancel)
+        .run(source, destination, change_stream, &actions, cancel)
         .await
+}
+
+fn deadline_ahead(state: &MigrationState) -> bool {
+    state
+        .cutover
+        .deadline
+        .as_deref()
+        .and_then(|d| d.parse::<jiff::Timestamp>().ok())
+        .is_some_and(|d| d > jiff::Timestamp::now())
 }
 
 fn new_state(config: &Config, plan: &Plan, start_token: ResumeToken) -> MigrationState {
@@ -297,397 +333,8 @@ fn new_state(config: &Config, plan: &Plan, start_token: ResumeToken) -> Migratio
             started: Some(jiff::Timestamp::now().to_string()),
             ..Timestamps::default()
         },
-    }
-}
-
-/// The state owner.
-struct Engine<'c> {
-    config: &'c Config,
-    lockfile: PathBuf,
-    state: MigrationState,
-    progress: watch::Sender<Progress>,
-    activity: String,
-    last_persist: Instant,
-    dirty: bool,
-}
-
-impl Engine<'_> {
-    fn persist(&mut self) -> Result<(), StateError> {
-        lockfile::save(&self.lockfile, &mut self.state)?;
-        self.last_persist = Instant::now();
-        self.dirty = false;
-        self.publish();
-        Ok(())
-    }
-
-    fn publish(&self) {
-        self.progress.send_replace(Progress::from_state(
-            &self.state,
-            &self.activity,
-            now_secs(),
-        ));
-    }
-
-    fn set_activity(&mut self, activity: &str) {
-        activity.clone_into(&mut self.activity);
-        self.publish();
-    }
-
-    /// Records namespaces of the plan that the state does not know yet.
-    fn add_namespaces(&mut self, actions: &[Action]) {
-        for action in actions {
-            let (source, kind, documents, bytes) = match &action.change {
-                Change::Copy {
-                    source,
-                    documents,
-                    bytes,
-                } => (source, CollectionKind::Collection, *documents, *bytes),
-                Change::CreateView { source, .. } => (source, CollectionKind::View, 0, 0),
-                _ => continue,
-            };
-            if self.state.namespace_mut(&action.namespace).is_some() {
-                continue;
-            }
-            self.state.namespaces.push(NamespaceState {
-                source: source.clone(),
-                destination: action.namespace.clone(),
-                kind,
-                created: false,
-                indexes_built: false,
-                copy: if kind == CollectionKind::View {
-                    CopyStatus::NotApplicable
-                } else {
-                    CopyStatus::Pending
-                },
-                documents_estimate: documents,
-                bytes_estimate: bytes,
-                partitions: Vec::new(),
-                duplicates: 0,
-            });
-        }
-        self.dirty = true;
-    }
-
-    /// Drops, creates, shards and builds before-copy indexes, recording each step.
-    async fn prepare(
-        &mut self,
-        destination: &Cluster,
-        actions: &[Action],
-    ) -> Result<(), ApplyError> {
-        self.set_activity("creating destination namespaces");
-        for action in actions {
-            let ns = &action.namespace;
-            match &action.change {
-                Change::Drop { .. } => {
-                    ddl::apply_change(destination, ns, &action.change, false).await?;
-                    if !self.state.dropped.contains(ns) {
-                        self.state.dropped.push(ns.clone());
-                    }
-                    self.persist()?;
-                }
-                Change::CreateCollection { .. } | Change::CreateView { .. } => {
-                    // Recorded before the command: a crash in between still marks it ours.
-                    if let Some(entry) = self.state.namespace_mut(ns) {
-                        entry.created = true;
-                    }
-                    self.persist()?;
-                    ddl::apply_change(destination, ns, &action.change, true).await?;
-                }
-                Change::ShardCollection { .. } => {
-                    ddl::apply_change(destination, ns, &action.change, true).await?;
-                }
-                Change::CreateIndex {
-                    phase: IndexPhase::BeforeCopy,
-                    ..
-                } => {
-                    self.set_activity(&format!("building indexes of {ns}"));
-                    ddl::apply_change(destination, ns, &action.change, true).await?;
-                }
-                Change::CreateIndex {
-                    phase: IndexPhase::AfterCopy,
-                    ..
-                }
-                | Change::Copy { .. } => {}
-            }
-        }
-        if self.config.options.indexes == crate::config::model::IndexPolicy::BeforeCopy {
-            for n in &mut self.state.namespaces {
-                n.indexes_built = true;
-            }
-        }
-        self.dirty = true;
-        Ok(())
-    }
-
-    fn copy_jobs(&self) -> Vec<CopyJob> {
-        self.state
-            .namespaces
-            .iter()
-            .filter(|n| n.kind == CollectionKind::Collection && n.copy != CopyStatus::Done)
-            .map(|n| CopyJob {
-                source: n.source.clone(),
-                destination: n.destination.clone(),
-                partitions: (n.copy == CopyStatus::Copying).then(|| n.partitions.clone()),
-                count: n.documents_estimate,
-                size_bytes: n.bytes_estimate,
-            })
-            .collect()
-    }
-
-    /// Records a copy update. Decided and completed partitions are persisted at once, so
-    /// finished work is never redone after a crash; watermarks wait for the next periodic
-    /// write (a crash then repeats at most a couple of seconds of batches).
-    fn on_copy_update(&mut self, update: CopyUpdate) -> Result<(), StateError> {
-        self.dirty = true;
-        let urgent = matches!(
-            update,
-            CopyUpdate::Partitioned { .. } | CopyUpdate::PartitionDone { .. }
-        );
-        match update {
-            CopyUpdate::Partitioned {
-                destination,
-                partitions,
-            } => {
-                if let Some(n) = self.state.namespace_mut(&destination) {
-                    n.partitions = partitions;
-                    n.copy = CopyStatus::Copying;
-                }
-            }
-            CopyUpdate::Progress {
-                destination,
-                partition,
-                last_id,
-                documents,
-                bytes,
-                duplicates,
-            } => {
-                if let Some(n) = self.state.namespace_mut(&destination) {
-                    n.duplicates += duplicates;
-                    if let Some(p) = n.partitions.iter_mut().find(|p| p.id == partition) {
-                        p.resume_from = Some(last_id);
-                        p.documents += documents;
-                        p.bytes += bytes;
-                    }
-                }
-            }
-            CopyUpdate::PartitionDone {
-                destination,
-                partition,
-            } => {
-                if let Some(n) = self.state.namespace_mut(&destination) {
-                    if let Some(p) = n.partitions.iter_mut().find(|p| p.id == partition) {
-                        p.done = true;
-                    }
-                    if n.partitions.iter().all(|p| p.done) {
-                        n.copy = CopyStatus::Done;
-                    }
-                }
-            }
-        }
-        if urgent { self.persist() } else { Ok(()) }
-    }
-
-    fn on_checkpoint(&mut self, c: ReaderCheckpoint) {
-        let s = &mut self.state.stream;
-        s.spooled = c.position;
-        s.resume_token = Some(c.token);
-        s.high_water = c.high_water.or(s.high_water);
-        s.last_event = c.last_event.or(s.last_event);
-        s.events_spooled += c.events;
-        s.bytes_spooled += c.bytes;
-        self.dirty = true;
-    }
-
-    fn tick(&mut self) -> Result<(), StateError> {
-        if self.dirty && self.last_persist.elapsed() >= PERSIST_INTERVAL {
-            self.persist()
-        } else {
-            self.publish();
-            Ok(())
-        }
-    }
-
-    /// Runs `work` while recording the reader's checkpoints (and copy updates, when given) and
-    /// persisting the state periodically.
-    async fn drive<T>(
-        &mut self,
-        work: impl Future<Output = T>,
-        checkpoints: &mut mpsc::Receiver<ReaderCheckpoint>,
-        mut updates: Option<&mut mpsc::Receiver<CopyUpdate>>,
-    ) -> Result<T, StateError> {
-        tokio::pin!(work);
-        let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
-        let mut result = None;
-        loop {
-            // The work is done once it returned and every update it sent is recorded.
-            let updates_open = updates
-                .as_ref()
-                .is_some_and(|u| !u.is_closed() || !u.is_empty());
-            if !updates_open && let Some(output) = result.take() {
-                return Ok(output);
-            }
-            tokio::select! {
-                r = &mut work, if result.is_none() => result = Some(r),
-                Some(u) = async { updates.as_mut()?.recv().await }, if updates_open => self.on_copy_update(u)?,
-                Some(c) = checkpoints.recv() => self.on_checkpoint(c),
-                _ = ticker.tick() => self.tick()?,
-            }
-        }
-    }
-
-    async fn copy_phase(
-        mut self,
-        source: Cluster,
-        destination: Cluster,
-        change_stream: mongodb::change_stream::ChangeStream<bson::RawDocumentBuf>,
-        actions: &[Action],
-        cancel: CancellationToken,
-    ) -> Result<ApplyOutcome, ApplyError> {
-        let dir = spool_dir(&self.lockfile);
-        let spool = SpoolWriter::open(&dir, self.state.stream.spooled, DEFAULT_SEGMENT_BYTES)
-            .map_err(|source| ApplyError::Spool {
-                path: dir.clone(),
-                source,
-            })?;
-        let (checkpoint_tx, mut checkpoints) = mpsc::channel(64);
-        let (stop_tx, stop_rx) = watch::channel(ReaderStop::Running);
-        let reader = tokio::spawn(stream::run_reader(
-            source.clone(),
-            change_stream,
-            spool,
-            self.config.options.filter.clone(),
-            checkpoint_tx,
-            stop_rx,
-        ));
-
-        let result = self
-            .copy_and_index(&source, &destination, actions, &mut checkpoints, &cancel)
-            .await;
-
-        // Stop the reader and record its last checkpoint whatever happened. After a complete
-        // copy it first drains every change made up to now, so the spool ends at the copy's end.
-        let stop = match (&result, cancel.is_cancelled()) {
-            (Ok(true), false) => match source.cluster_time().await {
-                Ok(Some(now)) => ReaderStop::DrainUntil(now),
-                _ => ReaderStop::Now,
-            },
-            _ => ReaderStop::Now,
-        };
-        if stop != ReaderStop::Now {
-            self.set_activity("spooling the last changes");
-        }
-        let _ = stop_tx.send(stop);
-        let reader_result = self.drive(reader, &mut checkpoints, None).await?;
-        while let Ok(c) = checkpoints.try_recv() {
-            self.on_checkpoint(c);
-        }
-        self.activity = if matches!(result, Ok(true)) {
-            "copy complete"
-        } else {
-            "interrupted"
-        }
-        .to_owned();
-        self.persist()?;
-        match reader_result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.into()),
-            Err(e) => {
-                return Err(ApplyError::Internal(format!(
-                    "the change reader failed: {e}"
-                )));
-            }
-        }
-        let finished = result?;
-        let snapshot = Progress::from_state(&self.state, &self.activity, now_secs());
-        Ok(if finished {
-            ApplyOutcome::Copied(snapshot)
-        } else {
-            ApplyOutcome::Interrupted(snapshot)
-        })
-    }
-
-    /// Copies and builds the after-copy indexes. `Ok(false)` when interrupted.
-    async fn copy_and_index(
-        &mut self,
-        source: &Cluster,
-        destination: &Cluster,
-        actions: &[Action],
-        checkpoints: &mut mpsc::Receiver<ReaderCheckpoint>,
-        cancel: &CancellationToken,
-    ) -> Result<bool, ApplyError> {
-        let copy = &self.config.options.copy;
-        let settings = CopySettings {
-            parallel_collections: copy.parallel_collections as usize,
-            parallel_partitions: copy.parallel_partitions as usize,
-            partition_bytes: copy.partition_size.bytes(),
-            batch_bytes: copy.batch_size.bytes(),
-            write_concern: write_concern(&self.config.options.write_concern),
-        };
-        let jobs = self.copy_jobs();
-        if !jobs.is_empty() {
-            self.set_activity("copying");
-            let (update_tx, mut updates) = mpsc::channel(1024);
-            let copy_cancel = cancel.child_token();
-            let work = run_copy(
-                source.clone(),
-                destination.clone(),
-                jobs,
-                settings,
-                update_tx,
-                copy_cancel,
-            );
-            let outcome = self.drive(work, checkpoints, Some(&mut updates)).await?;
-            outcome?;
-        }
-        if cancel.is_cancelled()
-            || self
-                .state
-                .namespaces
-                .iter()
-                .any(|n| n.copy == CopyStatus::Pending || n.copy == CopyStatus::Copying)
-        {
-            self.activity = "interrupted".to_owned();
-            return Ok(false);
-        }
-
-        let pending: Vec<&Action> = actions
-            .iter()
-            .filter(|a| {
-                matches!(
-                    a.change,
-                    Change::CreateIndex {
-                        phase: IndexPhase::AfterCopy,
-                        ..
-                    }
-                )
-            })
-            .collect();
-        let namespaces: BTreeSet<_> = pending.iter().map(|a| a.namespace.clone()).collect();
-        for ns in namespaces {
-            if cancel.is_cancelled() {
-                self.activity = "interrupted".to_owned();
-                return Ok(false);
-            }
-            self.set_activity(&format!("building indexes of {ns}"));
-            let work = async {
-                for action in pending.iter().filter(|a| a.namespace == ns) {
-                    ddl::apply_change(destination, &ns, &action.change, true).await?;
-                }
-                Ok::<(), ClusterError>(())
-            };
-            self.drive(work, checkpoints, None).await??;
-            if let Some(n) = self.state.namespace_mut(&ns) {
-                n.indexes_built = true;
-            }
-            self.persist()?;
-        }
-        for n in &mut self.state.namespaces {
-            n.indexes_built = true;
-        }
-        self.state.phase = Phase::Copied;
-        self.state.timestamps.copy_finished = Some(jiff::Timestamp::now().to_string());
-        self.activity = "copy complete".to_owned();
-        self.persist()?;
-        Ok(true)
+        sync: Default::default(),
+        cutover: Default::default(),
+        indexes_created: 0,
     }
 }

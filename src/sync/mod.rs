@@ -1,15 +1,22 @@
 //! The sync engine: copy the data, follow the changes.
 //!
-//! - [`apply`]: the orchestration of `mongoshift apply` and the single owner of the state.
+//! - [`apply`]: the entry of `mongoshift apply`; `engine` is the single owner of the state
+//!   through copy, change application and cutover.
+//! - [`changes`] and [`applier`]: change events interpreted, then applied in batches.
+//! - [`report`]: the final report.
 //! - [`copy`]: partitions and parallel raw-BSON copy.
 //! - [`stream`]: the cluster-wide change stream from T0, into the [`spool`].
 //! - [`writer`]: batched destination writes; [`ddl`]: destination catalog changes.
 //! - [`progress`]: snapshots for display and `status`.
 
+pub mod applier;
 pub mod apply;
+pub mod changes;
 pub mod copy;
 pub mod ddl;
+mod engine;
 pub mod progress;
+pub mod report;
 pub mod spool;
 pub mod stream;
 pub mod writer;

@@ -56,6 +56,17 @@ pub struct Progress {
     pub reader_lag_secs: Option<u64>,
     /// T0 (seconds since the epoch).
     pub start_time: Option<u32>,
+    /// How far the destination is behind the source, in seconds: the newest source cluster
+    /// time seen minus the last applied one (`None` before change application starts).
+    pub lag_secs: Option<u64>,
+    /// Changes applied since T0.
+    pub changes_applied: u64,
+    /// Documents waiting for a unique-index conflict to clear.
+    pub pending_documents: usize,
+    /// When the cutover window ends (RFC 3339), once ready.
+    pub deadline: Option<String>,
+    /// Who approved the cutover, once approved.
+    pub approved_by: Option<String>,
     /// Per namespace.
     pub namespaces: Vec<NamespaceProgress>,
 }
@@ -75,6 +86,11 @@ impl Progress {
             events_spooled: 0,
             reader_lag_secs: None,
             start_time: None,
+            lag_secs: None,
+            changes_applied: 0,
+            pending_documents: 0,
+            deadline: None,
+            approved_by: None,
             namespaces: Vec::new(),
         }
     }
@@ -113,6 +129,11 @@ impl Progress {
                 .high_water
                 .map(|hw| now_secs.saturating_sub(u64::from(hw.secs()))),
             start_time: state.start_time.map(|t| t.secs()),
+            lag_secs: lag_secs(state),
+            changes_applied: state.sync.counts.total(),
+            pending_documents: state.sync.pending.len(),
+            deadline: state.cutover.deadline.clone(),
+            approved_by: state.cutover.approval.as_ref().map(|a| a.by.clone()),
             namespaces,
         }
     }
@@ -121,4 +142,14 @@ impl Progress {
 /// Seconds since the epoch, now.
 pub fn now_secs() -> u64 {
     jiff::Timestamp::now().as_second().max(0).unsigned_abs()
+}
+
+/// The destination's lag behind the source, in seconds, once changes are being applied.
+pub fn lag_secs(state: &MigrationState) -> Option<u64> {
+    if state.phase < Phase::CatchingUp || state.phase == Phase::Committed {
+        return None;
+    }
+    let newest = state.stream.high_water?;
+    let applied = state.sync.applied_time.or(state.start_time)?;
+    Some(u64::from(newest.secs().saturating_sub(applied.secs())))
 }

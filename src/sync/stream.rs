@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::spool::SpoolWriter;
 use crate::cluster::{Cluster, ClusterError, codes};
+use crate::config::model::UpdateMode;
 use crate::namespace::{Namespace, NamespaceFilter};
 use crate::state::{ClusterTime, ResumeToken, SpoolPosition};
 
@@ -65,17 +66,21 @@ pub enum StreamError {
     Disconnected,
 }
 
-/// Opens the cluster-wide change stream, resuming after `token` when given.
+/// Opens the cluster-wide change stream, resuming after `token` when given. Update events
+/// carry the looked-up document only when updates are applied as whole documents.
 pub async fn open(
     source: &Cluster,
     token: Option<&ResumeToken>,
+    update_mode: UpdateMode,
 ) -> Result<ChangeStream<RawDocumentBuf>, StreamError> {
     let mut watch = source
         .client()
         .watch()
         .show_expanded_events(true)
-        .full_document(FullDocumentType::UpdateLookup)
         .max_await_time(MAX_AWAIT);
+    if update_mode == UpdateMode::FullDocument {
+        watch = watch.full_document(FullDocumentType::UpdateLookup);
+    }
     if let Some(token) = token {
         let driver_token =
             bson::deserialize_from_bson(Bson::Document(token.0.clone())).map_err(|e| {

@@ -72,6 +72,31 @@ pub fn write_concern(spec: &WriteConcernSpec) -> WriteConcern {
     }
 }
 
+/// The configured write concern as the `writeConcern` field of a command.
+pub fn write_concern_document(spec: &WriteConcernSpec) -> Document {
+    let w = |w: &WriteConcernW| match w {
+        WriteConcernW::Nodes(n) => Bson::Int64(i64::from(*n)),
+        WriteConcernW::Tag(t) => Bson::String(t.clone()),
+    };
+    match spec {
+        WriteConcernSpec::Tag(t) => doc! { "w": t.clone() },
+        WriteConcernSpec::Nodes(n) => doc! { "w": i64::from(*n) },
+        WriteConcernSpec::Full(table) => {
+            let mut d = doc! { "w": w(&table.w) };
+            if let Some(j) = table.journal {
+                d.insert("j", j);
+            }
+            if let Some(t) = table.timeout {
+                d.insert(
+                    "wtimeout",
+                    i64::try_from(t.get().as_millis()).unwrap_or(i64::MAX),
+                );
+            }
+            d
+        }
+    }
+}
+
 /// Inserts a batch, tolerating documents that are already there.
 pub async fn insert_batch(
     cluster: &Cluster,

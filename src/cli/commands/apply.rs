@@ -31,6 +31,11 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "DURATION", default_value = "0s")]
     pub lock_timeout: HumanDuration,
 
+    /// Approve the cutover (for `approval = "flag"`); given before the migration is ready, the
+    /// approval is remembered and acted on once it is.
+    #[arg(long)]
+    pub approve_cutover: bool,
+
     /// Print progress and the result as JSON, one event per line, on stdout.
     #[arg(long)]
     pub json: bool,
@@ -69,6 +74,7 @@ pub fn run(cli: &Cli, args: &ApplyArgs, out: &Output) -> u8 {
         lockfile: lockfile_path(cli, args.lockfile.as_ref()),
         plan_file,
         lock_timeout: args.lock_timeout.get(),
+        approve_cutover: args.approve_cutover,
     };
     let mode = ProgressMode::choose(args.json);
     let result = runtime.block_on(async {
@@ -84,60 +90,90 @@ pub fn run(cli: &Cli, args: &ApplyArgs, out: &Output) -> u8 {
 }
 
 fn report(result: Result<ApplyOutcome, ApplyError>, json: bool, out: &Output) -> u8 {
-    let (code, status, message) = match &result {
-        Ok(ApplyOutcome::Copied(p)) => (
+    use mongoshift::sync::report::MigrationReport;
+    let (code, status, message, report): (u8, &str, String, Option<&MigrationReport>) = match &result {
+        Ok(ApplyOutcome::Committed(r)) => (
             exit::SUCCESS,
-            "copied",
-            format!(
-                "copy complete: {} documents ({}) in {} namespaces; changes since T0 are spooled ({} events). Applying them comes with the change applier: the migration stops here, in phase `copied`.",
-                p.documents,
-                mongoshift::plan::model::approx_bytes(p.bytes),
-                p.namespaces.len(),
-                p.events_spooled
-            ),
+            "committed",
+            "the migration is committed: point the applications at the destination".to_owned(),
+            Some(r),
         ),
-        Ok(ApplyOutcome::AlreadyCopied(_)) => (
+        Ok(ApplyOutcome::AlreadyCommitted(r)) => (
             exit::SUCCESS,
-            "copied",
-            "the initial copy is already complete (phase `copied`); nothing to do".to_owned(),
+            "committed",
+            "this migration is already committed; nothing to do".to_owned(),
+            Some(r),
         ),
         Ok(ApplyOutcome::Interrupted(p)) => (
             exit::INTERRUPTED,
             "interrupted",
             format!(
-                "interrupted: state saved ({} documents copied so far); run `mongoshift apply` again to resume",
-                p.documents
+                "interrupted in phase {}: state saved; run `mongoshift apply` again to resume",
+                p.phase
             ),
+            None,
         ),
-        Err(e) => (exit_code(e), "failed", e.to_string()),
+        Ok(ApplyOutcome::Aborted(_)) => (
+            exit::ERROR,
+            "aborted",
+            "aborted by `mongoshift abort`: syncing stopped, the copied data is kept; `mongoshift destroy` removes it".to_owned(),
+            None,
+        ),
+        Ok(ApplyOutcome::Expired(p)) => (
+            exit::WINDOW_EXPIRED,
+            "expired",
+            format!(
+                "the cutover window ended{} without a cutover, and syncing stopped (on_window_expiry = \"stop\"); `mongoshift extend DURATION` then `apply` resumes",
+                p.deadline.as_deref().map(|d| format!(" at {d}")).unwrap_or_default()
+            ),
+            None,
+        ),
+        Ok(ApplyOutcome::VerificationFailed(r)) => (
+            exit::VERIFICATION_FAILED,
+            "verification_failed",
+            "the cutover's verification found differences: nothing was committed, and source writes are unblocked; fix the cause, then approve the cutover again".to_owned(),
+            Some(r),
+        ),
+        Err(e) => (exit_code(e), "failed", e.to_string(), None),
     };
     if json {
         let mut event = serde_json::json!({ "event": "result", "status": status, "exit_code": code, "message": message });
+        if let Some(r) = report {
+            event["report"] = serde_json::to_value(r).unwrap_or_default();
+        }
         if let Err(ApplyError::PlanRefused(plan)) = &result {
             event["checks"] = serde_json::to_value(&plan.checks).unwrap_or_default();
         }
         out.out_line(&event.to_string());
-    } else {
-        if let Err(ApplyError::PlanRefused(plan)) = &result {
-            out.err(&mongoshift::plan::render::human(plan, out.color()));
+        return code;
+    }
+    if let Err(ApplyError::PlanRefused(plan)) = &result {
+        out.err(&mongoshift::plan::render::human(plan, out.color()));
+    }
+    if let Some(r) = report {
+        out.out(&r.human());
+        if let Some(v) = &r.verification
+            && !v.passed()
+        {
+            out.out(&v.human());
         }
-        match code {
-            exit::SUCCESS => out.out_line(&message),
-            exit::INTERRUPTED => out.err(&format!("{message}\n")),
-            _ => {
-                out.error(&message);
-                if let Err(ApplyError::Lock(LockError::Held {
-                    other_host: true,
-                    holder,
-                    ..
-                })) = &result
-                    && let Some(h) = holder.as_ref()
-                {
-                    out.err(&format!(
-                        "hint: if that process is gone, clear its lock with `mongoshift unlock {}`\n",
-                        h.id
-                    ));
-                }
+    }
+    match code {
+        exit::SUCCESS => out.out_line(&message),
+        exit::INTERRUPTED => out.err(&format!("{message}\n")),
+        _ => {
+            out.error(&message);
+            if let Err(ApplyError::Lock(LockError::Held {
+                other_host: true,
+                holder,
+                ..
+            })) = &result
+                && let Some(h) = holder.as_ref()
+            {
+                out.err(&format!(
+                    "hint: if that process is gone, clear its lock with `mongoshift unlock {}`\n",
+                    h.id
+                ));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! One file per command: each turns its arguments into library calls and renders the result.
 
 pub mod apply;
+pub mod control;
 pub mod init;
 pub mod plan;
 pub mod schema;

@@ -1,0 +1,957 @@
+//! The change applier: reads the spool up to its durable end and applies the changes to the
+//! destination, in batches, as long as it is told to.
+//!
+//! Ordering: events of one document apply in order; different documents apply in parallel.
+//! In `full_document` mode every event of a document is a whole-document write, so within a
+//! batch only the last one per document matters: the batch is collapsed to one write per
+//! document and each namespace's writes go out as unordered bulk commands. Deltas keep every
+//! event, and their namespace is written with ordered commands. A DDL event ends the batch and
+//! is applied alone (a barrier), so it sits exactly between the writes before and after it.
+//!
+//! Unique secondary indexes can refuse a write whose conflicting document is itself about to
+//! change (events are applied in batches and documents looked up later than their event). Such
+//! documents are remembered as pending and written again from the source's current version
+//! until they go through; a conflict that outlives the final drain is reported as an error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bson::{Bson, Document, RawArrayBuf, RawDocumentBuf, doc};
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::changes::{ChangeKind, DdlChange, DestinationOp, EventError, Interpreter};
+use super::ddl;
+use super::spool::{SpoolDamaged, SpoolReader};
+use crate::cluster::{Cluster, ClusterError, codes};
+use crate::config::model::{DdlPolicy, UpdateMode};
+use crate::namespace::{Namespace, NamespaceFilter, NamespaceMapping};
+use crate::state::{ChangeCounts, ClusterTime, IdBound, PendingDocument, SpoolPosition};
+
+/// At most this many events per batch.
+const MAX_BATCH_EVENTS: usize = 5_000;
+
+/// At most this many bytes of statements per write command (the server takes commands of up to
+/// 16 MiB + 16 KiB; a larger document still goes out alone).
+const MAX_COMMAND_BYTES: usize = 12 * 1024 * 1024;
+
+/// Namespaces written at once within a batch.
+const NAMESPACE_CONCURRENCY: usize = 8;
+
+/// Transient errors are retried this many times, with growing pauses.
+const RETRIES: u32 = 6;
+
+/// The durable end of the spool and the source time it corresponds to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolLimit {
+    /// Durable end.
+    pub position: SpoolPosition,
+    /// The reader's high-water mark at that end.
+    pub high_water: Option<ClusterTime>,
+}
+
+/// What the applier reports to the state owner.
+#[derive(Debug, Clone)]
+pub enum ApplierReport {
+    /// A batch is applied.
+    Applied {
+        /// Everything before here is applied.
+        position: SpoolPosition,
+        /// The last applied event's cluster time.
+        time: Option<ClusterTime>,
+        /// Changes applied in the batch.
+        counts: ChangeCounts,
+        /// Documents now pending (the full list).
+        pending: Vec<PendingDocument>,
+        /// Namespaces the batch created, dropped or renamed on the destination.
+        catalog: Vec<CatalogChange>,
+    },
+    /// Everything up to the limit is applied.
+    CaughtUp {
+        /// The limit reached.
+        limit: SpoolLimit,
+        /// Documents still pending.
+        pending: Vec<PendingDocument>,
+    },
+}
+
+/// A namespace change made by a replicated DDL event (recorded so `destroy` knows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogChange {
+    /// Created on the destination.
+    Created(Namespace, Namespace),
+    /// Dropped on the destination.
+    Dropped(Namespace),
+    /// Renamed on the destination.
+    Renamed(Namespace, Namespace),
+}
+
+/// Why change application stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplierError {
+    /// The spool could not be read back.
+    #[error(transparent)]
+    Spool(#[from] SpoolDamaged),
+    /// An event could not be understood.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// The destination or source refused.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A write was refused for a reason other than a unique-index conflict.
+    #[error("{namespace}: the destination refused a write ({code}): {message}")]
+    Write {
+        /// Namespace.
+        namespace: Namespace,
+        /// Server code.
+        code: i32,
+        /// Server message.
+        message: String,
+    },
+    /// `ddl = "fail"` and the source ran a DDL operation.
+    #[error(
+        "the source ran `{0}`; options.ddl = \"fail\" stops the migration here (the change is not applied; set ddl = \"replicate\" to follow it)"
+    )]
+    DdlRefused(String),
+    /// A DDL operation cannot be followed.
+    #[error(
+        "the source ran `{0}`: a collection renamed into the migration from outside it was never copied, so the migration cannot follow it; start over with a configuration that includes it"
+    )]
+    CannotFollow(String),
+    /// The state owner stopped listening.
+    #[error("the applier's progress could not be recorded")]
+    Disconnected,
+}
+
+/// What the applier needs.
+#[derive(Debug, Clone)]
+pub struct ApplierContext {
+    /// The source (for looking documents up).
+    pub source: Cluster,
+    /// The destination.
+    pub destination: Cluster,
+    /// Migrated namespaces.
+    pub filter: NamespaceFilter,
+    /// Renames.
+    pub mapping: NamespaceMapping,
+    /// Update mode.
+    pub update_mode: UpdateMode,
+    /// DDL policy.
+    pub ddl: DdlPolicy,
+    /// The write concern of destination writes, as a command field.
+    pub write_concern: Document,
+    /// The spool directory.
+    pub spool_dir: PathBuf,
+    /// Destination shard-key fields per sharded destination namespace (upsert filters must
+    /// name the full shard key).
+    pub shard_keys: HashMap<Namespace, Vec<String>>,
+}
+
+/// Applies changes from `start` on, following the limit, until `stop`.
+pub async fn run_applier(
+    ctx: ApplierContext,
+    start: SpoolPosition,
+    mut pending: Vec<PendingDocument>,
+    mut limit: watch::Receiver<SpoolLimit>,
+    reports: mpsc::Sender<ApplierReport>,
+    stop: CancellationToken,
+) -> Result<(), ApplierError> {
+    let mut reader = SpoolReader::new(&ctx.spool_dir, start);
+    let mut peeked: Option<RawDocumentBuf> = None;
+    loop {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let current = *limit.borrow_and_update();
+        let interpreter = Interpreter {
+            filter: &ctx.filter,
+            mapping: &ctx.mapping,
+            update_mode: ctx.update_mode,
+        };
+        // One batch: document changes up to the first DDL, or one DDL alone.
+        let mut batch = Vec::new();
+        let mut ddl_event: Option<(bson::Timestamp, DdlChange)> = None;
+        while batch.len() < MAX_BATCH_EVENTS {
+            let event = match peeked.take() {
+                Some(e) => e,
+                None => match reader.next(current.position)? {
+                    Some(e) => e,
+                    None => break,
+                },
+            };
+            let change = interpreter.interpret(&event)?;
+            if let DestinationOp::Ddl(ddl) = change.op {
+                if batch.is_empty() {
+                    ddl_event = Some((change.time, ddl));
+                } else {
+                    peeked = Some(event);
+                }
+                break;
+            }
+            batch.push(change);
+        }
+        // The position after the batch (a peeked event is not part of it).
+        let position = if peeked.is_some() {
+            None
+        } else {
+            Some(reader.position())
+        };
+
+        if batch.is_empty() && ddl_event.is_none() {
+            retry_pending(&ctx, &mut pending).await?;
+            reports
+                .send(ApplierReport::CaughtUp {
+                    limit: current,
+                    pending: pending.clone(),
+                })
+                .await
+                .map_err(|_| ApplierError::Disconnected)?;
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = limit.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(if pending.is_empty() { 1000 } else { 250 })) => {}
+            }
+            continue;
+        }
+
+        let mut counts = ChangeCounts::default();
+        let mut catalog = Vec::new();
+        let last_time;
+        if let Some((time, ddl)) = ddl_event {
+            if ctx.ddl == DdlPolicy::Fail && !matches!(ddl, DdlChange::Unsupported { .. }) {
+                return Err(ApplierError::DdlRefused(ddl.describe()));
+            }
+            apply_ddl(&ctx, &ddl, &mut catalog).await?;
+            counts.ddl += 1;
+            last_time = Some(ClusterTime(time));
+        } else {
+            for c in &batch {
+                match c.kind {
+                    ChangeKind::Insert => counts.inserts += 1,
+                    ChangeKind::Update => counts.updates += 1,
+                    ChangeKind::Replace => counts.replaces += 1,
+                    ChangeKind::Delete => counts.deletes += 1,
+                    ChangeKind::Ddl => counts.ddl += 1,
+                }
+            }
+            last_time = batch.last().map(|c| ClusterTime(c.time));
+            let ops: Vec<DestinationOp> = batch.into_iter().map(|c| c.op).collect();
+            apply_documents(&ctx, ops, &mut pending).await?;
+        }
+        if !pending.is_empty() {
+            retry_pending(&ctx, &mut pending).await?;
+        }
+        let position =
+            position.unwrap_or_else(|| reader_position_before_peek(&reader, peeked.as_ref()));
+        reports
+            .send(ApplierReport::Applied {
+                position,
+                time: last_time,
+                counts,
+                pending: pending.clone(),
+                catalog,
+            })
+            .await
+            .map_err(|_| ApplierError::Disconnected)?;
+    }
+}
+
+/// The spool position just before a peeked event (the reader is already past it). The reader
+/// moves to a new segment only to read an event, so the peeked event ends at the reader's
+/// offset in its current segment.
+fn reader_position_before_peek(
+    reader: &SpoolReader,
+    peeked: Option<&RawDocumentBuf>,
+) -> SpoolPosition {
+    let mut p = reader.position();
+    if let Some(e) = peeked {
+        p.offset = p.offset.saturating_sub(e.as_bytes().len() as u64);
+    }
+    p
+}
+
+/// Writes a batch of document changes.
+async fn apply_documents(
+    ctx: &ApplierContext,
+    ops: Vec<DestinationOp>,
+    pending: &mut Vec<PendingDocument>,
+) -> Result<(), ApplierError> {
+    // Per namespace, in order; in full-document mode only the last write per document stays.
+    let mut per_ns: BTreeMap<Namespace, Vec<DestinationOp>> = BTreeMap::new();
+    for op in ops {
+        let Some((ns, _)) = op.document() else {
+            continue;
+        };
+        let ns = ns.clone();
+        per_ns.entry(ns).or_default().push(op);
+    }
+    let results: Vec<Result<Vec<PendingDocument>, ApplierError>> =
+        futures_util::stream::iter(per_ns)
+            .map(|(ns, ops)| async move { apply_namespace(ctx, &ns, ops).await })
+            .buffer_unordered(NAMESPACE_CONCURRENCY)
+            .collect()
+            .await;
+    for r in results {
+        for p in r? {
+            if !pending
+                .iter()
+                .any(|q| q.namespace == p.namespace && q.id == p.id)
+            {
+                pending.push(p);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps, for each document, only what must still be written: the last whole-document write,
+/// followed by any later deltas. Linear in the batch.
+fn collapse(ops: Vec<DestinationOp>) -> Vec<DestinationOp> {
+    let mut out: Vec<Option<DestinationOp>> = Vec::with_capacity(ops.len());
+    // Per document, the slots that a later whole-document write supersedes.
+    let mut live: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+    for op in ops {
+        let Some((_, id)) = op.document() else {
+            continue;
+        };
+        let key = id_key(id);
+        let slots = live.entry(key).or_default();
+        if !matches!(op, DestinationOp::Delta { .. }) {
+            for i in slots.drain(..) {
+                out[i] = None;
+            }
+        }
+        slots.push(out.len());
+        out.push(Some(op));
+    }
+    out.into_iter().flatten().collect()
+}
+
+fn id_key(id: &Bson) -> Vec<u8> {
+    let mut d = RawDocumentBuf::new();
+    match bson::RawBson::try_from(id.clone()) {
+        Ok(raw) => {
+            d.append(bson::cstr!("_id"), raw);
+            d.into_bytes()
+        }
+        Err(_) => format!("{id:?}").into_bytes(),
+    }
+}
+
+async fn apply_namespace(
+    ctx: &ApplierContext,
+    ns: &Namespace,
+    ops: Vec<DestinationOp>,
+) -> Result<Vec<PendingDocument>, ApplierError> {
+    let ops = collapse(ops);
+    let ops = resolve_refetches(ctx, ops).await?;
+    let ordered = ops.iter().any(|o| matches!(o, DestinationOp::Delta { .. }));
+    let mut pending = Vec::new();
+    if ordered {
+        // Consecutive statements of one kind go in one ordered command; commands in sequence.
+        let mut i = 0;
+        while i < ops.len() {
+            let delete = matches!(ops[i], DestinationOp::Delete { .. });
+            let run: Vec<&DestinationOp> = ops[i..]
+                .iter()
+                .take_while(|o| matches!(o, DestinationOp::Delete { .. }) == delete)
+                .collect();
+            i += run.len();
+            pending.extend(write(ctx, ns, &run, true).await?);
+        }
+    } else {
+        let (deletes, upserts): (Vec<&DestinationOp>, Vec<&DestinationOp>) = ops
+            .iter()
+            .partition(|o| matches!(o, DestinationOp::Delete { .. }));
+        let (a, b) = tokio::join!(
+            write(ctx, ns, &upserts, false),
+            write(ctx, ns, &deletes, false)
+        );
+        pending.extend(a?);
+        pending.extend(b?);
+    }
+    Ok(pending)
+}
+
+/// Turns `Refetch` into the source's current version (an upsert) or a delete.
+async fn resolve_refetches(
+    ctx: &ApplierContext,
+    ops: Vec<DestinationOp>,
+) -> Result<Vec<DestinationOp>, ApplierError> {
+    let mut by_source: BTreeMap<Namespace, Vec<Bson>> = BTreeMap::new();
+    for op in &ops {
+        if let DestinationOp::Refetch { source, id, .. } = op {
+            by_source
+                .entry(source.clone())
+                .or_default()
+                .push(id.clone());
+        }
+    }
+    if by_source.is_empty() {
+        return Ok(ops);
+    }
+    let mut found: HashMap<(Namespace, Vec<u8>), RawDocumentBuf> = HashMap::new();
+    for (source, ids) in by_source {
+        let command = format!("find {source}");
+        let docs: Vec<RawDocumentBuf> = with_retries(|| async {
+            ctx.source
+                .client()
+                .database(source.db())
+                .collection::<RawDocumentBuf>(source.coll())
+                .find(doc! { "_id": { "$in": ids.clone() } })
+                .await
+                .map_err(|e| ctx.source.error(&command, &e))?
+                .try_collect()
+                .await
+                .map_err(|e| ctx.source.error(&command, &e))
+        })
+        .await?;
+        for d in docs {
+            if let Some(id) = ddl::raw_id(&d) {
+                found.insert((source.clone(), id_key(&id)), d);
+            }
+        }
+    }
+    Ok(ops
+        .into_iter()
+        .map(|op| match op {
+            DestinationOp::Refetch { ns, id, source } => match found.remove(&(source, id_key(&id)))
+            {
+                Some(document) => DestinationOp::Upsert { ns, id, document },
+                None => DestinationOp::Delete { ns, id },
+            },
+            other => other,
+        })
+        .collect())
+}
+
+/// One statement of an `update` or `delete` command.
+fn statement(ctx: &ApplierContext, ns: &Namespace, op: &DestinationOp) -> Option<RawDocumentBuf> {
+    let mut filter = RawDocumentBuf::new();
+    let (_, id) = op.document()?;
+    filter.append(
+        bson::cstr!("_id"),
+        bson::RawBson::try_from(id.clone()).ok()?,
+    );
+    let mut s = RawDocumentBuf::new();
+    match op {
+        DestinationOp::Upsert { document, .. } => {
+            if let Some(fields) = ctx.shard_keys.get(ns) {
+                for f in fields.iter().filter(|f| f.as_str() != "_id") {
+                    if let Ok(Some(v)) = document.get(f) {
+                        let key: &bson::raw::CStr =
+                            <&bson::raw::CStr>::try_from(f.as_str()).ok()?;
+                        filter.append(key, bson::RawBson::from(v));
+                    }
+                }
+            }
+            s.append(bson::cstr!("q"), filter);
+            s.append(bson::cstr!("u"), document.clone());
+            s.append(bson::cstr!("upsert"), true);
+        }
+        DestinationOp::Delete { .. } => {
+            s.append(bson::cstr!("q"), filter);
+            s.append(bson::cstr!("limit"), 1);
+        }
+        DestinationOp::Delta {
+            set,
+            unset,
+            truncate,
+            ..
+        } => {
+            // Truncation first (`$push` with an empty `$each` and `$slice`), then the fields;
+            // in one statement the two could name the same array, which the server refuses.
+            let mut u = Document::new();
+            if !truncate.is_empty() {
+                let mut push = Document::new();
+                for (field, size) in truncate {
+                    push.insert(field.clone(), doc! { "$each": [], "$slice": size });
+                }
+                u.insert("$push", push);
+            } else {
+                if !set.is_empty() {
+                    u.insert("$set", set.clone());
+                }
+                if !unset.is_empty() {
+                    let fields: Document = unset
+                        .iter()
+                        .map(|f| (f.clone(), Bson::String(String::new())))
+                        .collect();
+                    u.insert("$unset", fields);
+                }
+            }
+            if u.is_empty() {
+                return None;
+            }
+            s.append(bson::cstr!("q"), filter);
+            s.append(bson::cstr!("u"), RawDocumentBuf::try_from(&u).ok()?);
+        }
+        DestinationOp::Refetch { .. } | DestinationOp::Ddl(_) | DestinationOp::Skip(_) => {
+            return None;
+        }
+    }
+    Some(s)
+}
+
+/// Expands a delta with both a truncation and field changes into two ordered operations.
+fn split_delta(op: &DestinationOp) -> Vec<DestinationOp> {
+    match op {
+        DestinationOp::Delta {
+            ns,
+            id,
+            source,
+            set,
+            unset,
+            truncate,
+        } if !truncate.is_empty() && (!set.is_empty() || !unset.is_empty()) => vec![
+            DestinationOp::Delta {
+                ns: ns.clone(),
+                id: id.clone(),
+                source: source.clone(),
+                set: Document::new(),
+                unset: Vec::new(),
+                truncate: truncate.clone(),
+            },
+            DestinationOp::Delta {
+                ns: ns.clone(),
+                id: id.clone(),
+                source: source.clone(),
+                set: set.clone(),
+                unset: unset.clone(),
+                truncate: Vec::new(),
+            },
+        ],
+        other => vec![other.clone()],
+    }
+}
+
+/// Writes statements of one kind, in commands of bounded size. Returns documents a unique
+/// index refused (pending). In delta mode, documents missing on the destination are written
+/// whole from the source.
+async fn write(
+    ctx: &ApplierContext,
+    ns: &Namespace,
+    ops: &[&DestinationOp],
+    ordered: bool,
+) -> Result<Vec<PendingDocument>, ApplierError> {
+    let expanded: Vec<DestinationOp> = ops.iter().flat_map(|o| split_delta(o)).collect();
+    let mut pending = Vec::new();
+    let mut missing = Vec::new();
+    let mut chunk: Vec<(&DestinationOp, RawDocumentBuf)> = Vec::new();
+    let mut chunk_bytes = 0usize;
+    for op in &expanded {
+        let Some(s) = statement(ctx, ns, op) else {
+            continue;
+        };
+        if !chunk.is_empty() && chunk_bytes + s.as_bytes().len() > MAX_COMMAND_BYTES {
+            send(ctx, ns, &chunk, ordered, &mut pending, &mut missing).await?;
+            chunk.clear();
+            chunk_bytes = 0;
+        }
+        chunk_bytes += s.as_bytes().len();
+        chunk.push((op, s));
+    }
+    if !chunk.is_empty() {
+        send(ctx, ns, &chunk, ordered, &mut pending, &mut missing).await?;
+    }
+    if !missing.is_empty() {
+        // Deltas for documents the destination does not have: write them whole.
+        let refetch: Vec<DestinationOp> = missing;
+        let resolved = resolve_refetches(ctx, refetch).await?;
+        let refs: Vec<&DestinationOp> = resolved.iter().collect();
+        let (deletes, upserts): (Vec<&DestinationOp>, Vec<&DestinationOp>) = refs
+            .into_iter()
+            .partition(|o| matches!(o, DestinationOp::Delete { .. }));
+        for group in [upserts, deletes] {
+            let mut chunk = Vec::new();
+            for op in group {
+                if let Some(s) = statement(ctx, ns, op) {
+                    chunk.push((op, s));
+                }
+            }
+            if !chunk.is_empty() {
+                let mut ignored = Vec::new();
+                send(ctx, ns, &chunk, false, &mut pending, &mut ignored).await?;
+            }
+        }
+    }
+    Ok(pending)
+}
+
+async fn send(
+    ctx: &ApplierContext,
+    ns: &Namespace,
+    chunk: &[(&DestinationOp, RawDocumentBuf)],
+    ordered: bool,
+    pending: &mut Vec<PendingDocument>,
+    missing: &mut Vec<DestinationOp>,
+) -> Result<(), ApplierError> {
+    let delete = matches!(chunk[0].0, DestinationOp::Delete { .. });
+    let mut statements = RawArrayBuf::new();
+    for (_, s) in chunk {
+        statements.push(s.clone());
+    }
+    let mut command = RawDocumentBuf::new();
+    command.append(
+        if delete {
+            bson::cstr!("delete")
+        } else {
+            bson::cstr!("update")
+        },
+        ns.coll(),
+    );
+    command.append(
+        if delete {
+            bson::cstr!("deletes")
+        } else {
+            bson::cstr!("updates")
+        },
+        statements,
+    );
+    command.append(bson::cstr!("ordered"), ordered);
+    command.append(bson::cstr!("bypassDocumentValidation"), true);
+    if let Ok(wc) = RawDocumentBuf::try_from(&ctx.write_concern) {
+        command.append(bson::cstr!("writeConcern"), wc);
+    }
+    let name = format!("{} {ns}", if delete { "delete" } else { "update" });
+    let reply = with_retries(|| async {
+        let reply = ctx
+            .destination
+            .client()
+            .database(ns.db())
+            .run_raw_command(command.clone())
+            .await
+            .map_err(|e| ctx.destination.error(&name, &e))?;
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            return Err(ClusterError::Command {
+                side: ctx.destination.side(),
+                command: name.clone(),
+                code: wce.get_i32("code").ok(),
+                labels: Vec::new(),
+                message: wce
+                    .get_str("errmsg")
+                    .unwrap_or("write concern error")
+                    .to_owned(),
+            });
+        }
+        Ok(reply)
+    })
+    .await?;
+    let mut failed = vec![false; chunk.len()];
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        for e in errors.iter().filter_map(Bson::as_document) {
+            let index = e
+                .get_i32("index")
+                .ok()
+                .and_then(|i| usize::try_from(i).ok())
+                .unwrap_or(0);
+            let code = e.get_i32("code").unwrap_or(0);
+            let message = e.get_str("errmsg").unwrap_or_default().to_owned();
+            let Some((op, _)) = chunk.get(index) else {
+                continue;
+            };
+            failed[index] = true;
+            let on_id = e
+                .get_document("keyPattern")
+                .is_ok_and(|k| k.keys().eq(["_id"]));
+            match (code, op.document()) {
+                (codes::DUPLICATE_KEY, Some((_, id))) if !on_id => {
+                    let source = match op {
+                        DestinationOp::Delta { source, .. } => source.clone(),
+                        _ => source_of(ctx, ns),
+                    };
+                    pending.push(PendingDocument {
+                        namespace: ns.clone(),
+                        source,
+                        id: IdBound::new(id.clone()),
+                        reason: message,
+                    });
+                }
+                _ => {
+                    return Err(ApplierError::Write {
+                        namespace: ns.clone(),
+                        code,
+                        message,
+                    });
+                }
+            }
+            if ordered {
+                // An ordered command stops at its first error: write the rest again.
+                let rest: Vec<(&DestinationOp, RawDocumentBuf)> = chunk[index + 1..].to_vec();
+                if !rest.is_empty() {
+                    return Box::pin(send(ctx, ns, &rest, ordered, pending, missing)).await;
+                }
+            }
+        }
+    }
+    // Deltas that matched nothing: the destination lacks the document.
+    let deltas: Vec<&DestinationOp> = chunk
+        .iter()
+        .zip(&failed)
+        .filter(|((op, _), f)| !**f && matches!(op, DestinationOp::Delta { .. }))
+        .map(|((op, _), _)| *op)
+        .collect();
+    let matched = reply
+        .get_i32("n")
+        .map(i64::from)
+        .or_else(|_| reply.get_i64("n"))
+        .unwrap_or(0);
+    if !deltas.is_empty() && (matched as usize) < chunk.len() {
+        for op in find_missing(ctx, ns, &deltas).await? {
+            if let DestinationOp::Delta { ns, id, source, .. } = op {
+                missing.push(DestinationOp::Refetch {
+                    ns: ns.clone(),
+                    id: id.clone(),
+                    source: source.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The deltas whose documents are not on the destination.
+async fn find_missing<'a>(
+    ctx: &ApplierContext,
+    ns: &Namespace,
+    deltas: &[&'a DestinationOp],
+) -> Result<Vec<&'a DestinationOp>, ApplierError> {
+    let ids: Vec<Bson> = deltas
+        .iter()
+        .filter_map(|d| d.document().map(|(_, id)| id.clone()))
+        .collect();
+    let command = format!("find {ns}");
+    let present: Vec<Document> = ctx
+        .destination
+        .client()
+        .database(ns.db())
+        .collection::<Document>(ns.coll())
+        .find(doc! { "_id": { "$in": ids } })
+        .projection(doc! { "_id": 1 })
+        .await
+        .map_err(|e| ctx.destination.error(&command, &e))?
+        .try_collect()
+        .await
+        .map_err(|e| ctx.destination.error(&command, &e))?;
+    let present: Vec<Vec<u8>> = present
+        .iter()
+        .filter_map(|d| d.get("_id"))
+        .map(id_key)
+        .collect();
+    Ok(deltas
+        .iter()
+        .filter(|d| {
+            d.document()
+                .is_some_and(|(_, id)| !present.contains(&id_key(id)))
+        })
+        .copied()
+        .collect())
+}
+
+/// The source namespace a destination namespace is mapped from.
+fn source_of(ctx: &ApplierContext, ns: &Namespace) -> Namespace {
+    use crate::namespace::RenameRule;
+    for rule in ctx.mapping.rules() {
+        match rule {
+            RenameRule::Namespace { from, to } if to == ns => return from.clone(),
+            _ => {}
+        }
+    }
+    for rule in ctx.mapping.rules() {
+        if let RenameRule::Database { from, to } = rule
+            && to == ns.db()
+        {
+            return Namespace::new(from.clone(), ns.coll());
+        }
+    }
+    ns.clone()
+}
+
+/// Writes pending documents again from the source's current version.
+async fn retry_pending(
+    ctx: &ApplierContext,
+    pending: &mut Vec<PendingDocument>,
+) -> Result<(), ApplierError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let taken = std::mem::take(pending);
+    let ops: Vec<DestinationOp> = taken
+        .iter()
+        .filter_map(|p| {
+            Some(DestinationOp::Refetch {
+                ns: p.namespace.clone(),
+                id: p.id.as_document().get("_id")?.clone(),
+                source: p.source.clone(),
+            })
+        })
+        .collect();
+    apply_documents(ctx, ops, pending).await
+}
+
+/// Runs `f` again after transient errors, with growing pauses.
+async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() && attempt < RETRIES => {
+                tracing::warn!(error = %e, attempt, "transient error; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Applies one DDL change.
+async fn apply_ddl(
+    ctx: &ApplierContext,
+    change: &DdlChange,
+    catalog: &mut Vec<CatalogChange>,
+) -> Result<(), ApplierError> {
+    let dest = &ctx.destination;
+    match change {
+        DdlChange::Create { ns, options } => {
+            ddl::create_namespace(dest, ns, options, true).await?;
+            catalog.push(CatalogChange::Created(source_of(ctx, ns), ns.clone()));
+        }
+        DdlChange::Drop { ns } => {
+            ddl::drop_namespace(dest, ns).await?;
+            catalog.push(CatalogChange::Dropped(ns.clone()));
+        }
+        DdlChange::Rename {
+            from,
+            to,
+            drop_target,
+        } => {
+            let command = doc! { "renameCollection": from.to_string(), "to": to.to_string(), "dropTarget": *drop_target };
+            match dest.command("admin", command).await {
+                Ok(_) => {}
+                // Applied before a crash: the source name is gone and the target exists.
+                Err(e) if e.code() == Some(codes::NAMESPACE_NOT_FOUND) => {}
+                Err(e) => return Err(e.into()),
+            }
+            catalog.push(CatalogChange::Renamed(from.clone(), to.clone()));
+        }
+        DdlChange::RenamedIn { .. } => return Err(ApplierError::CannotFollow(change.describe())),
+        DdlChange::CreateIndexes { ns, indexes } => {
+            let command = doc! { "createIndexes": ns.coll(), "indexes": indexes.clone() };
+            dest.command(ns.db(), command).await?;
+        }
+        DdlChange::DropIndexes { ns, names } => {
+            for name in names {
+                match dest
+                    .command(
+                        ns.db(),
+                        doc! { "dropIndexes": ns.coll(), "index": name.clone() },
+                    )
+                    .await
+                {
+                    Ok(_) => {}
+                    // Already gone (applied before a crash, or the collection was dropped).
+                    Err(e) if matches!(e.code(), Some(27) | Some(codes::NAMESPACE_NOT_FOUND)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        DdlChange::Modify { ns, changes } => {
+            let mut command = doc! { "collMod": ns.coll() };
+            command.extend(changes.clone());
+            match dest.command(ns.db(), command).await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(codes::NAMESPACE_NOT_FOUND) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Its collections' drops came first, as separate events.
+        DdlChange::DropDatabase { .. } => {}
+        DdlChange::Unsupported { operation, ns } => {
+            tracing::warn!(
+                operation,
+                ns,
+                "a source DDL operation that does not change data is not replicated"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::rawdoc;
+
+    use super::*;
+
+    fn ns() -> Namespace {
+        Namespace::new("d", "c")
+    }
+
+    fn upsert(id: i32, v: i32) -> DestinationOp {
+        DestinationOp::Upsert {
+            ns: ns(),
+            id: Bson::Int32(id),
+            document: rawdoc! { "_id": id, "v": v },
+        }
+    }
+
+    fn delta(id: i32) -> DestinationOp {
+        DestinationOp::Delta {
+            ns: ns(),
+            id: Bson::Int32(id),
+            source: ns(),
+            set: doc! { "v": id },
+            unset: vec![],
+            truncate: vec![],
+        }
+    }
+
+    #[test]
+    fn collapsing_keeps_the_last_whole_write_and_later_deltas_per_document() {
+        let ops = vec![
+            upsert(1, 1),
+            upsert(2, 1),
+            delta(1),
+            upsert(1, 2),
+            delta(1),
+            DestinationOp::Delete {
+                ns: ns(),
+                id: Bson::Int32(2),
+            },
+        ];
+        let out = collapse(ops);
+        assert_eq!(
+            out,
+            vec![
+                upsert(1, 2),
+                delta(1),
+                DestinationOp::Delete {
+                    ns: ns(),
+                    id: Bson::Int32(2)
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn int32_and_int64_ids_are_different_documents() {
+        let a = DestinationOp::Delete {
+            ns: ns(),
+            id: Bson::Int32(1),
+        };
+        let b = DestinationOp::Delete {
+            ns: ns(),
+            id: Bson::Int64(1),
+        };
+        assert_eq!(collapse(vec![a.clone(), b.clone()]), vec![a, b]);
+    }
+}

@@ -1,0 +1,550 @@
+//! Change application, the cutover, abort and destroy, against testkit servers with live
+//! writers.
+
+mod common;
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use bson::{Document, doc};
+use common::{Pair, Writer, assert_same_clusters, block_on, client, output};
+use mongoshift::state::{Phase, WriteBlock};
+use mongoshift_testkit::{TestServer, TestServerHandle};
+
+const BASE: i64 = 2000;
+
+/// `shop.orders` (with an index), collections the writer renames and drops, a view, and
+/// another database.
+fn seed(server: &TestServerHandle) {
+    block_on(async {
+        let c = client(server).await;
+        let shop = c.database("shop");
+        shop.collection::<Document>("orders")
+            .insert_many((0..BASE).map(|i| doc! { "_id": i, "v": i, "customer": i % 13 }))
+            .await
+            .unwrap();
+        shop.run_command(doc! { "createIndexes": "orders", "indexes": [{ "key": { "customer": 1 }, "name": "customer_1" }] })
+            .await
+            .unwrap();
+        shop.collection::<Document>("scratch")
+            .insert_many((0..50).map(|i| doc! { "_id": i }))
+            .await
+            .unwrap();
+        shop.collection::<Document>("doomed")
+            .insert_many((0..50).map(|i| doc! { "_id": i }))
+            .await
+            .unwrap();
+        shop.run_command(doc! { "create": "big", "viewOn": "orders", "pipeline": [{ "$match": { "v": { "$gt": 100 } } }] })
+            .await
+            .unwrap();
+        c.database("crm")
+            .collection::<Document>("people")
+            .insert_many((0..100).map(|i| doc! { "_id": i, "n": i }))
+            .await
+            .unwrap();
+    });
+}
+
+/// Like [`output`], but kills the process and fails the test (showing its output) when it
+/// runs longer than `limit`.
+fn output_within(
+    mut child: Child,
+    limit: Duration,
+    lockfile_dump: impl Fn() -> String,
+) -> (i32, String, String) {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let (_, stdout, stderr) = output(child);
+            panic!(
+                "apply did not finish within {limit:?}\n{stdout}\n{stderr}\n{}",
+                lockfile_dump()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    output(child)
+}
+
+fn source_accepts_writes(server: &TestServerHandle) -> bool {
+    block_on(async {
+        client(server)
+            .await
+            .database("probe")
+            .collection::<Document>("w")
+            .insert_one(doc! { "at": 1 })
+            .await
+            .is_ok()
+    })
+}
+
+const BLOCKING: &str = "[options.copy]\npartition_size = \"1MiB\"\n[cutover]\nblock_source_writes = true\nmax_lag = \"2s\"\n";
+
+#[test]
+fn a_live_writer_with_ddl_converges_through_an_approved_cutover() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config(BLOCKING);
+    let writer = Writer::start(&pair.source, BASE, true, Duration::from_millis(3));
+    let apply = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    let status = pair.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["progress"]["phase"], "ready");
+    assert!(
+        status["progress"]["deadline"].is_string(),
+        "the window is shown: {status}"
+    );
+    // Let the writer get through its DDL steps, then approve from "another terminal".
+    std::thread::sleep(Duration::from_secs(2));
+    let approve = pair.run(&["cutover"]);
+    assert_eq!(approve.code, 0, "{}", approve.stderr);
+    assert!(
+        approve.stdout.contains("the running apply acts on it"),
+        "{}",
+        approve.stdout
+    );
+
+    let written = writer.wait_refused(Duration::from_secs(60));
+    let refusal = written.refused.clone().unwrap_or_default();
+    assert!(
+        refusal.contains("UserWritesBlocked"),
+        "the writer was stopped by the write block: {refusal}"
+    );
+    let (code, stdout, stderr) = output(apply);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("committed"), "{stdout}");
+    assert!(
+        written.ddl >= 7,
+        "the writer ran its DDL steps: {written:?}"
+    );
+
+    assert_same_clusters(&pair.source, &pair.destination);
+    assert!(
+        source_accepts_writes(&pair.source),
+        "the write block is released"
+    );
+    let s = pair.state();
+    assert_eq!(s.phase, Phase::Committed);
+    assert_eq!(s.cutover.write_block, WriteBlock::Off);
+    assert!(s.cutover.approval.as_ref().unwrap().via == "file");
+    // Re-running a committed migration is a no-op that says so.
+    let again = pair.run(&["apply"]);
+    assert_eq!(again.code, 0);
+    assert!(
+        again.stdout.contains("already committed"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn the_report_counts_what_happened() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config(BLOCKING);
+    let apply = pair.spawn_apply(&["--json"]);
+    // Every write happens after the copy, so each is exactly one applied change.
+    pair.wait_for_phase(Phase::CatchingUp, Duration::from_secs(60));
+    let writer = Writer::start(&pair.source, BASE, false, Duration::from_millis(2));
+    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(pair.run(&["cutover"]).code, 0);
+    let written = writer.wait_refused(Duration::from_secs(60));
+    let (code, stdout, stderr) = output(apply);
+    assert_eq!(code, 0, "{stderr}");
+    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(result["status"], "committed");
+    let report = &result["report"];
+    assert_eq!(
+        report["changes_applied"]["inserts"].as_u64().unwrap()
+            + report["changes_applied"]["updates"].as_u64().unwrap()
+            + report["changes_applied"]["replaces"].as_u64().unwrap()
+            + report["changes_applied"]["deletes"].as_u64().unwrap(),
+        written.changes
+    );
+    assert_eq!(report["documents_copied"], BASE + 50 + 50 + 100);
+    let downtime = report["downtime_secs"].as_f64().unwrap();
+    let duration = report["duration_secs"].as_f64().unwrap();
+    assert!(
+        downtime > 0.0 && downtime < duration,
+        "{downtime} < {duration}"
+    );
+    assert_eq!(
+        report["verification"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(report["created"]["collections"], 4);
+    assert_eq!(report["created"]["views"], 1);
+    assert_eq!(report["indexes_created"], 1);
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pair.path().join("migration-report.json")).unwrap())
+            .unwrap();
+    assert_eq!(&saved, report);
+    assert_same_clusters(&pair.source, &pair.destination);
+}
+
+#[test]
+fn an_approval_given_before_ready_is_acted_on_at_ready() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config("[cutover]\nmax_lag = \"2s\"\n");
+    let approve = pair.run(&["cutover"]);
+    assert!(
+        approve
+            .stdout
+            .contains("the next `mongoshift apply` acts on it"),
+        "{}",
+        approve.stdout
+    );
+    let run = pair.run(&["apply"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(pair.state().phase, Phase::Committed);
+    assert_same_clusters(&pair.source, &pair.destination);
+
+    // The flag policy: --approve-cutover.
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config("[cutover]\napproval = \"flag\"\nmax_lag = \"2s\"\n");
+    let refused = pair.run(&["cutover"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    let run = pair.run(&["apply", "--approve-cutover"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(pair.state().cutover.approval.unwrap().via, "flag");
+}
+
+#[test]
+fn an_expired_window_stops_with_exit_6_and_extend_reopens_it() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config("[cutover]\nwindow = \"1s\"\nmax_lag = \"2s\"\n");
+    let run = pair.run(&["apply"]);
+    assert_eq!(run.code, 6, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("window ended"), "{}", run.stderr);
+    assert_eq!(pair.state().phase, Phase::Expired);
+    // Still expired: apply says so again.
+    assert_eq!(pair.run(&["apply"]).code, 6);
+
+    let extend = pair.run(&["extend", "1h"]);
+    assert_eq!(extend.code, 0, "{}", extend.stderr);
+    assert!(extend.stdout.contains("now ends at"), "{}", extend.stdout);
+    assert_eq!(pair.state().cutover.extensions, vec![3600]);
+    assert_eq!(pair.run(&["cutover"]).code, 0);
+    let run = pair.run(&["apply"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_same_clusters(&pair.source, &pair.destination);
+}
+
+#[test]
+fn keep_syncing_outlives_the_window() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config(
+        "[cutover]\nwindow = \"1s\"\non_window_expiry = \"keep_syncing\"\nmax_lag = \"2s\"\n",
+    );
+    let apply = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        pair.state().phase,
+        Phase::Ready,
+        "still syncing after the window"
+    );
+    block_on(async {
+        client(&pair.source)
+            .await
+            .database("shop")
+            .collection::<Document>("orders")
+            .insert_one(doc! { "late": true })
+            .await
+            .unwrap()
+    });
+    assert_eq!(pair.run(&["cutover"]).code, 0);
+    let (code, _, stderr) = output(apply);
+    assert_eq!(code, 0, "{stderr}");
+    assert_same_clusters(&pair.source, &pair.destination);
+}
+
+/// Applier writes on the destination wait, so a cutover stays in its drain for a while.
+fn slow_destination_writes(server: &TestServerHandle, millis: i32) {
+    server
+        .configure_fail_point(&doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": { "failCommands": ["update", "delete"], "blockConnection": true, "blockTimeMS": millis },
+        })
+        .unwrap();
+}
+
+#[test]
+fn abort_releases_the_write_block_and_destroy_removes_exactly_what_was_created() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    block_on(async {
+        client(&pair.destination)
+            .await
+            .database("other")
+            .collection::<Document>("keep")
+            .insert_one(doc! { "mine": true })
+            .await
+            .unwrap()
+    });
+    pair.write_config(BLOCKING);
+    let writer = Writer::start(&pair.source, BASE, false, Duration::from_millis(2));
+    let apply = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    slow_destination_writes(&pair.destination, 2000);
+    assert_eq!(pair.run(&["cutover"]).code, 0);
+    pair.wait_for_phase(Phase::CuttingOver, Duration::from_secs(30));
+    writer.wait_refused(Duration::from_secs(30));
+    assert!(
+        !source_accepts_writes(&pair.source),
+        "writes are blocked during the cutover"
+    );
+
+    let abort = pair.run(&["abort"]);
+    assert_eq!(abort.code, 0, "{}", abort.stderr);
+    let (code, _, stderr) = output(apply);
+    assert_eq!(code, 1, "an aborted apply is not a success: {stderr}");
+    assert!(stderr.contains("aborted"), "{stderr}");
+    assert!(
+        source_accepts_writes(&pair.source),
+        "abort released the write block"
+    );
+    let s = pair.state();
+    assert_eq!(
+        (s.phase, s.cutover.write_block),
+        (Phase::Aborted, WriteBlock::Off)
+    );
+    pair.destination.clear_fail_points();
+
+    let refused = pair.run(&["apply"]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("was aborted"), "{}", refused.stderr);
+    let no_tty = pair.run(&["destroy"]);
+    assert_eq!(no_tty.code, 1, "destroy asks for confirmation");
+    let destroy = pair.run(&["destroy", "--yes"]);
+    assert_eq!(destroy.code, 0, "{}", destroy.stderr);
+    assert!(
+        destroy.stdout.contains("shop.orders") && !destroy.stdout.contains("other.keep"),
+        "{}",
+        destroy.stdout
+    );
+    let left: Vec<String> = common::contents(&pair.destination).into_keys().collect();
+    assert_eq!(
+        left,
+        vec!["other.keep".to_owned()],
+        "only what the migration created is gone"
+    );
+    assert!(!pair.lockfile().exists(), "the lockfile is archived");
+    // A rehearsal can start over.
+    let plan = pair.run(&["plan"]);
+    assert_eq!(plan.code, 0, "{}", plan.stdout);
+}
+
+#[test]
+fn a_failure_during_the_cutover_releases_the_write_block() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config(BLOCKING);
+    let apply = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    // The verification's counts fail on the destination: after the block, before the commit.
+    pair.destination
+        .configure_fail_point(&doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": { "failCommands": ["aggregate"], "errorCode": 8000 },
+        })
+        .unwrap();
+    assert_eq!(pair.run(&["cutover"]).code, 0);
+    let (code, _, stderr) = output(apply);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("failCommand") && stderr.contains("8000"),
+        "{stderr}"
+    );
+    assert!(
+        source_accepts_writes(&pair.source),
+        "the write block is released on failure"
+    );
+    let s = pair.state();
+    assert_eq!(s.cutover.write_block, WriteBlock::Off);
+    assert!(
+        s.cutover
+            .failure
+            .as_deref()
+            .unwrap_or_default()
+            .contains("8000"),
+        "{:?}",
+        s.cutover.failure
+    );
+    assert_ne!(s.phase, Phase::Committed);
+}
+
+fn kill(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn killed_while_streaming_and_while_cutting_over_it_converges() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config(BLOCKING);
+    let writer = Writer::start(&pair.source, BASE, true, Duration::from_millis(3));
+    let mut apply = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::CatchingUp, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(700));
+    kill(&mut apply); // while applying changes
+
+    let mut apply = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    slow_destination_writes(&pair.destination, 1500);
+    assert_eq!(pair.run(&["cutover"]).code, 0);
+    pair.wait_for_phase(Phase::CuttingOver, Duration::from_secs(30));
+    let written = writer.wait_refused(Duration::from_secs(30));
+    assert!(written.refused.is_some());
+    std::thread::sleep(Duration::from_millis(300));
+    kill(&mut apply); // while the write block is on
+    assert!(
+        !source_accepts_writes(&pair.source),
+        "a killed apply cannot release the block"
+    );
+
+    pair.destination.clear_fail_points();
+    let apply = pair.spawn_apply(&["-v"]);
+    let (code, stdout, stderr) = output_within(apply, Duration::from_secs(60), || {
+        let s = pair.state();
+        format!("{:#?}\n{:#?}\nspooled {:?}", s.sync, s.cutover, s.stream)
+    });
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        source_accepts_writes(&pair.source),
+        "the resumed cutover released the block"
+    );
+    // The probe write above went to another database after the commit: compare the rest.
+    block_on(async {
+        client(&pair.source)
+            .await
+            .database("probe")
+            .drop()
+            .await
+            .unwrap()
+    });
+    assert_same_clusters(&pair.source, &pair.destination);
+}
+
+#[test]
+fn delta_updates_converge_too() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config("[options]\nupdate_mode = \"delta\"\n[cutover]\nblock_source_writes = true\napproval = \"auto\"\nmax_lag = \"2s\"\n");
+    let writer = Writer::start(&pair.source, BASE, false, Duration::from_millis(2));
+    let run = pair.run(&["apply"]);
+    let _ = writer.wait_refused(Duration::from_secs(30));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_same_clusters(&pair.source, &pair.destination);
+}
+
+#[test]
+fn source_ddl_stops_the_migration_when_ddl_is_fail() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config("[options]\nddl = \"fail\"\n[cutover]\nmax_lag = \"2s\"\n");
+    let apply = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    block_on(async {
+        client(&pair.source)
+            .await
+            .database("shop")
+            .run_command(doc! { "create": "surprise" })
+            .await
+            .unwrap()
+    });
+    let (code, _, stderr) = output(apply);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("create shop.surprise") && stderr.contains("options.ddl = \"fail\""),
+        "{stderr}"
+    );
+    let s = pair.state();
+    assert_eq!(s.phase, Phase::Ready, "the state is kept");
+    assert!(
+        !common::contents(&pair.destination).contains_key("shop.surprise"),
+        "the DDL was not applied"
+    );
+}
+
+#[test]
+fn lost_source_history_is_a_clear_error_and_nothing_is_dropped() {
+    let pair = Pair::with(
+        TestServer::builder()
+            .replica_set_name("src")
+            .oplog_max_events(50),
+        TestServer::builder().replica_set_name("dst"),
+    );
+    seed(&pair.source);
+    pair.write_config("[cutover]\nmax_lag = \"2s\"\n");
+    let mut apply = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    Command::new("kill")
+        .args(["-INT", &apply.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(apply.wait().unwrap().code(), Some(130));
+    let before = pair.state();
+    let destination_before = common::contents(&pair.destination);
+    // While no apply runs, the source writes more than its oplog keeps.
+    block_on(async {
+        let orders = client(&pair.source)
+            .await
+            .database("shop")
+            .collection::<Document>("orders");
+        for i in 0..200 {
+            orders
+                .insert_one(doc! { "_id": 5_000_000 + i })
+                .await
+                .unwrap();
+        }
+    });
+    let run = pair.run(&["apply"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("oplog no longer holds the changes"),
+        "{}",
+        run.stderr
+    );
+    let after = pair.state();
+    assert_eq!(after.phase, before.phase, "the state is kept");
+    assert_eq!(after.stream.resume_token, before.stream.resume_token);
+    assert_eq!(
+        common::contents(&pair.destination),
+        destination_before,
+        "nothing was dropped or changed"
+    );
+}
+
+#[test]
+fn notify_command_hears_ready_and_committed() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    let log = pair.path().join("events.log");
+    pair.write_config(&format!(
+        "[cutover]\napproval = \"auto\"\nblock_source_writes = true\nmax_lag = \"2s\"\nnotify_command = \"echo \\\"$MONGOSHIFT_EVENT $MONGOSHIFT_MIGRATION\\\" >> {}\"\n",
+        log.display()
+    ));
+    let run = pair.run(&["apply"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let events = std::fs::read_to_string(&log).unwrap();
+    assert!(events.contains("ready test\n"), "{events}");
+    assert!(events.ends_with("committed test\n"), "{events}");
+    assert!(
+        events.contains("window_expiring") || !events.contains("failed"),
+        "{events}"
+    );
+}
