@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bson::{Document, RawDocumentBuf, doc};
-use common::{Pair, block_on, client};
+use common::{Pair, Writer, assert_same_clusters, block_on, client, output};
+use mongoshift::state::Phase;
 
 /// Source data: several collections, indexes (one unique), a validator; then copied with
 /// `apply` so both sides agree.
@@ -39,7 +40,7 @@ fn migrated_pair() -> Pair {
             .await
             .unwrap();
     });
-    pair.write_config("[options.copy]\npartition_size = \"1MiB\"\n");
+    pair.write_config("[options.copy]\npartition_size = \"1MiB\"\n[cutover]\napproval = \"auto\"\nmax_lag = \"2s\"\n");
     let run = pair.run(&["apply"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     pair
@@ -316,7 +317,7 @@ fn a_killed_verification_resumes_from_its_checkpoint() {
             .await
             .unwrap();
     });
-    pair.write_config("[options.copy]\npartition_size = \"1MiB\"\n");
+    pair.write_config("[options.copy]\npartition_size = \"1MiB\"\n[cutover]\napproval = \"auto\"\nmax_lag = \"2s\"\n");
     assert_eq!(pair.run(&["apply"]).code, 0);
     // One range at a time, each read slowed, so the verification is still running when killed.
     pair.write_config("[options.copy]\npartition_size = \"1MiB\"\nparallel_partitions = 1\n");
@@ -418,4 +419,50 @@ fn a_killed_verification_resumes_from_its_checkpoint() {
         namespace(&fresh, "shop.orders")["different"]["ids"],
         serde_json::json!([lower.to_string()])
     );
+}
+
+#[test]
+fn a_writer_during_verify_on_a_live_sync_reports_no_false_differences() {
+    let pair = Pair::new();
+    block_on(async {
+        client(&pair.source)
+            .await
+            .database("shop")
+            .collection::<Document>("orders")
+            .insert_many((0..2000).map(|i| doc! { "_id": i, "v": i }))
+            .await
+            .unwrap();
+    });
+    pair.write_config("[cutover]\nblock_source_writes = true\nmax_lag = \"2s\"\n");
+    let apply = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+
+    // Every change reaches the destination a little late, so the verification certainly
+    // meets changes in flight (differences that the recheck must see resolve).
+    pair.destination
+        .configure_fail_point(&doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": { "failCommands": ["insert", "update", "delete"], "blockConnection": true, "blockTimeMS": 150 },
+        })
+        .unwrap();
+    let writer = Writer::start(&pair.source, 2000, false, Duration::from_millis(2));
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, report) = verify_json(&pair);
+    let written = writer.finish();
+    assert_eq!(code, 0, "no false differences: {report}");
+    assert!(written.changes > 100, "the writer was busy: {written:?}");
+    let resolved = report["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["resolved_on_recheck"].as_u64().unwrap())
+        .sum::<u64>();
+    assert!(resolved > 0, "in-flight changes were rechecked: {report}");
+
+    pair.destination.clear_fail_points();
+    assert_eq!(pair.run(&["cutover"]).code, 0);
+    let (code, stdout, stderr) = output(apply);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_same_clusters(&pair.source, &pair.destination);
 }
