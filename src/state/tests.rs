@@ -77,6 +77,28 @@ fn saves_atomically_with_backup_and_serial() {
 }
 
 #[test]
+fn document_bounds_keep_their_field_order() {
+    // `{tenant, seq}` and `{seq, tenant}` are different `_id`s that sort far apart: a bound
+    // whose fields were reordered would select another range (and skip documents).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("migration.lock");
+    let mut state = sample_state();
+    let id = bson::doc! { "tenant": 7, "seq": "a", "z": { "b": 1, "a": 2 } };
+    state.namespaces[0].partitions[0].max = Some(IdBound::new(bson::Bson::Document(id.clone())));
+    save(&path, &mut state).unwrap();
+    let loaded = load(&path).unwrap().unwrap();
+    let bound = loaded.namespaces[0].partitions[0].max.clone().unwrap();
+    // Document equality ignores field order, so compare the encoded bytes.
+    let bytes = |d: &bson::Document| bson::RawDocumentBuf::try_from(d).unwrap().into_bytes();
+    assert_eq!(
+        bytes(bound.as_document()),
+        bytes(&bson::doc! { "_id": id }),
+        "{:?}",
+        bound
+    );
+}
+
+#[test]
 fn missing_lockfile_is_none() {
     let dir = tempfile::tempdir().unwrap();
     assert!(load(&dir.path().join("migration.lock")).unwrap().is_none());
