@@ -168,6 +168,53 @@ fn schema_command_prints_the_committed_schema() {
 }
 
 #[test]
+fn the_committed_configuration_reference_is_current() {
+    let committed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(mongoshift::config::REFERENCE_PATH),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(mongoshift(dir.path()).args(["schema", "--markdown"]));
+    assert_eq!(code, 0);
+    assert!(
+        out == committed,
+        "docs/configuration.md is stale: regenerate it with `cargo run -- schema --markdown > docs/configuration.md`"
+    );
+    // Every key of every table is documented.
+    for key in [
+        "`approval`",
+        "`partition_size`",
+        "`[[options.sharding.collections]]`",
+        "`uri_file`",
+    ] {
+        assert!(committed.contains(key), "{key} is missing");
+    }
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(mongoshift(dir.path()).args(["completions", "bash"]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("_mongoshift()") && out.contains("cutover"),
+        "{out}"
+    );
+    let (code, out, _) = run(mongoshift(dir.path()).arg("man"));
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(".ie") || out.contains(".TH mongoshift"),
+        "{out}"
+    );
+    let pages = dir.path().join("man");
+    let (code, _, err) = run(mongoshift(dir.path()).args(["man", "--dir", "man"]));
+    assert_eq!(code, 0, "{err}");
+    for page in ["mongoshift.1", "mongoshift-apply.1", "mongoshift-cutover.1"] {
+        assert!(pages.join(page).exists(), "{page}");
+    }
+}
+
+#[test]
 fn logs_never_show_credentials() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

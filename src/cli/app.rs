@@ -27,7 +27,9 @@ pub fn run() -> ExitCode {
         Command::Destroy(args) => commands::control::destroy(&cli, args, &out),
         Command::Unlock(args) => commands::unlock::run(&cli, args, &out),
         Command::Verify(args) => commands::verify::run(&cli, args, &out),
-        Command::Schema => commands::schema::run(&out),
+        Command::Schema(args) => commands::schema::run(args, &out),
+        Command::Completions(args) => commands::docs::completions(args, &out),
+        Command::Man(args) => commands::docs::man(args, &out),
     };
     ExitCode::from(code)
 }

@@ -78,8 +78,13 @@ pub enum Command {
     Verify(crate::cli::commands::verify::VerifyArgs),
     /// Clear the lock of an apply that is gone (shown by `status` and refused `apply`).
     Unlock(crate::cli::commands::unlock::UnlockArgs),
-    /// Print the JSON Schema of migration.toml (for editors and CI).
-    Schema,
+    /// Print the JSON Schema of migration.toml (for editors and CI), or with --markdown its
+    /// reference.
+    Schema(crate::cli::commands::schema::SchemaArgs),
+    /// Print a shell completion script: `mongoshift completions bash > /etc/bash_completion.d/mongoshift`.
+    Completions(crate::cli::commands::docs::CompletionsArgs),
+    /// Print the man page, or write one page per command into a directory.
+    Man(crate::cli::commands::docs::ManArgs),
 }
 
 /// `init` arguments.

@@ -11,6 +11,7 @@ mod endpoint;
 mod interpolate;
 mod load;
 pub mod model;
+mod reference;
 mod resolved;
 mod schema;
 mod template;
@@ -23,6 +24,7 @@ pub use diagnostic::{
 pub use endpoint::{ConnectionUri, Endpoint, TlsSettings, UriOrigin};
 pub use interpolate::{Environment, ProcessEnvironment};
 pub use load::{ConfigError, Loaded, check_text, load, load_with};
+pub use reference::{REFERENCE_PATH, reference_markdown};
 pub use resolved::{Config, Cutover, Options, ShardCollection};
 pub use schema::{SCHEMA_PATH, schema_json};
 pub use template::{PLACEHOLDER_DESTINATION, PLACEHOLDER_SOURCE, Template, template};

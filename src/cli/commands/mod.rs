@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod control;
+pub mod docs;
 pub mod init;
 pub mod plan;
 pub mod schema;
