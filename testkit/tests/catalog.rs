@@ -544,3 +544,51 @@ async fn out_of_range_numbers_are_refused_not_overflowed() {
     // The server is still serving.
     db.run_command(doc! {"ping": 1}).await.unwrap();
 }
+
+#[tokio::test]
+async fn oplog_stats_report_its_fill_level_like_a_capped_oplog() {
+    let server = mongoshift_testkit::TestServer::builder()
+        .replica_set_name("rs0")
+        .oplog_max_events(1_000)
+        .start()
+        .await
+        .unwrap();
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("c");
+    coll.insert_many((0..100).map(|i| doc! {"_id": i, "pad": "x".repeat(100)}))
+        .await
+        .unwrap();
+    let local = client.database("local");
+    let stats = local
+        .run_command(doc! {"collStats": "oplog.rs"})
+        .await
+        .unwrap();
+    assert!(stats.get_bool("capped").unwrap());
+    let count = stats.get_i64("count").unwrap();
+    let size = stats.get_i64("size").unwrap();
+    let max_size = stats.get_i64("maxSize").unwrap();
+    assert!(count >= 100, "every insert is an entry: {stats}");
+    assert!(size > 100 * 100, "entries carry their documents: {stats}");
+    // 1,000 entries of the same average size fit in maxSize.
+    let average = stats.get_i64("avgObjSize").unwrap();
+    assert_eq!(max_size, average * 1_000);
+
+    let agg: Vec<Document> = local
+        .collection::<Document>("oplog.rs")
+        .aggregate([doc! {"$collStats": {"storageStats": {}, "count": {}}}])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let storage = agg[0].get_document("storageStats").unwrap();
+    assert_eq!(storage.get_i64("maxSize").unwrap(), max_size);
+    assert_eq!(
+        agg[0]
+            .get_document("count")
+            .unwrap()
+            .get_i64("count")
+            .unwrap(),
+        count
+    );
+}

@@ -1239,6 +1239,11 @@ pub fn coll_stats(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     if scale < 1 {
         return Err(CommandError::bad_value("scale has to be >= 1"));
     }
+    if ns.db == "local" && ns.coll == "oplog.rs" && ctx.engine.is_replica_set() {
+        return to_raw(&crate::engine::oplog_view::storage_stats(
+            ctx.engine, scale,
+        )?);
+    }
     let coll = ctx.engine.catalog.collection(&ns).ok_or_else(|| {
         CommandError::namespace_not_found(format!("Collection [{ns}] not found."))
     })?;

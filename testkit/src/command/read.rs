@@ -904,11 +904,13 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 
     let (input, body) = if first.as_deref() == Some("$collStats") {
         let spec = pipeline.stages()[0].spec();
-        let coll = engine.catalog.collection(&ns).ok_or_else(|| {
-            CommandError::namespace_not_found(format!(
+        let is_oplog = ns.db == "local" && ns.coll == "oplog.rs" && engine.is_replica_set();
+        let coll = engine.catalog.collection(&ns);
+        if coll.is_none() && !is_oplog {
+            return Err(CommandError::namespace_not_found(format!(
                 "Unable to retrieve storageStats in $collStats stage :: caused by :: Collection [{ns}] not found."
-            ))
-        })?;
+            )));
+        }
         let stats_spec = match spec.get("$collStats") {
             Ok(Some(RawBsonRef::Document(d))) => to_document(d)?,
             _ => {
@@ -935,10 +937,17 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
                         _ => None,
                     }
                     .unwrap_or(1);
-                    out.insert("storageStats", storage_stats(&ns, &coll, scale));
+                    let stats = match &coll {
+                        Some(coll) => storage_stats(&ns, coll, scale),
+                        None => oplog_view::storage_stats(engine, scale)?,
+                    };
+                    out.insert("storageStats", stats);
                 }
                 "count" => {
-                    out.insert("count", doc! { "count": coll.read().count() as i64 });
+                    let count = coll
+                        .as_ref()
+                        .map_or(engine.oplog.len(), |c| c.read().count());
+                    out.insert("count", doc! { "count": count as i64 });
                 }
                 "latencyStats" => {
                     out.insert(

@@ -202,3 +202,45 @@ pub fn find(
         .take(limit.unwrap_or(usize::MAX))
         .collect())
 }
+
+/// `collStats` / `$collStats.storageStats` of `local.oplog.rs`, scaled. Retention here is by
+/// entry count, so `maxSize` is that count times the average entry size (sampled from the newest
+/// entries): the size a capped oplog holding as many entries would have. Clients then project
+/// the window of a not-yet-full oplog from `size`/`maxSize` as they would on mongod.
+pub fn storage_stats(engine: &Engine, scale: i64) -> Result<Document, CommandError> {
+    const SAMPLE: usize = 256;
+    let scale = scale.max(1);
+    let entries = engine.oplog.snapshot();
+    let mut sampled = 0i64;
+    let mut sampled_bytes = 0i64;
+    for entry in entries.iter().rev().take(SAMPLE) {
+        sampled += 1;
+        sampled_bytes += to_raw(&entry_document(entry)?)?.as_bytes().len() as i64;
+    }
+    let average = if sampled > 0 {
+        sampled_bytes / sampled
+    } else {
+        0
+    };
+    let count = entries.len() as i64;
+    let size = average * count;
+    let max_size = average.max(1) * engine.config.oplog_max_events as i64;
+    Ok(doc! {
+        "ns": "local.oplog.rs",
+        "size": size / scale,
+        "count": count,
+        "avgObjSize": average,
+        "numOrphanDocs": 0,
+        "storageSize": size / scale,
+        "freeStorageSize": 0,
+        "capped": true,
+        "max": 0i64,
+        "maxSize": max_size / scale,
+        "nindexes": 0,
+        "indexBuilds": [],
+        "totalIndexSize": 0,
+        "totalSize": size / scale,
+        "indexSizes": {},
+        "scaleFactor": scale as i32,
+    })
+}
