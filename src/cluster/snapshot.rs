@@ -164,10 +164,11 @@ pub struct DatabaseInfo {
 }
 
 /// What kind of namespace a catalog entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CollectionKind {
     /// A regular (possibly capped or clustered) collection.
+    #[default]
     Collection,
     /// A view: a stored aggregation over another namespace.
     View,

@@ -219,6 +219,15 @@ impl fmt::Display for Summary {
     }
 }
 
+/// `1 view`, `2 views`, `3 indexes`.
+pub fn plural(n: u64, noun: &str) -> String {
+    match (n, noun) {
+        (1, _) => format!("1 {noun}"),
+        (_, "index") => format!("{n} indexes"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
 /// `4.1M`, `12.3k`, `17`.
 pub fn approx_count(n: u64) -> String {
     match n {

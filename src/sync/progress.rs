@@ -1,7 +1,11 @@
 //! A snapshot of a migration's progress, built from its state: what `apply` displays while it
 //! runs, and what `status` shows from the lockfile.
 
+use std::time::{Duration, Instant};
+
 use serde::Serialize;
+
+use crate::plan::model::{approx_bytes, approx_count};
 
 use crate::state::{CopyStatus, MigrationState, Phase};
 
@@ -152,4 +156,97 @@ pub fn lag_secs(state: &MigrationState) -> Option<u64> {
     let newest = state.stream.high_water?;
     let applied = state.sync.applied_time.or(state.start_time)?;
     Some(u64::from(newest.secs().saturating_sub(applied.secs())))
+}
+
+/// The change side in words: lag and changes applied, or what the reader has spooled; plus
+/// pending documents, the window and the approval.
+pub fn sync_summary(p: &Progress) -> String {
+    let mut parts = Vec::new();
+    let finished = matches!(p.phase, Phase::Committed | Phase::Aborted);
+    match (p.lag_secs, p.reader_lag_secs) {
+        // Once the migration is over the reader is stopped: its lag would only grow.
+        _ if finished => parts.push(format!(
+            "{} changes applied",
+            approx_count(p.changes_applied)
+        )),
+        (Some(lag), _) => parts.push(format!(
+            "lag {lag}s, {} changes applied",
+            approx_count(p.changes_applied)
+        )),
+        (None, Some(s)) => parts.push(format!(
+            "{} changes spooled, reader lag {s}s",
+            approx_count(p.events_spooled)
+        )),
+        (None, None) => parts.push("change reader starting".to_owned()),
+    }
+    if p.pending_documents > 0 {
+        parts.push(format!(
+            "{} documents waiting on a unique index",
+            p.pending_documents
+        ));
+    }
+    if let Some(d) = &p.deadline {
+        parts.push(format!("window until {d}"));
+    }
+    if let Some(by) = &p.approved_by {
+        parts.push(format!("approved by {by}"));
+    }
+    parts.join(", ")
+}
+
+/// One line: `copying: 45% (120.3k/266.0k docs, 30.0 MiB of 66.0 MiB) 12.0k docs/s, ...`.
+pub fn summary_line(p: &Progress, rate: (f64, f64)) -> String {
+    let percent = if p.documents_estimate > 0 {
+        format!(
+            "{:.0}%",
+            100.0 * p.documents as f64 / p.documents_estimate as f64
+        )
+    } else {
+        "-".to_owned()
+    };
+    let eta = if rate.0 > 0.0 && p.documents_estimate > p.documents {
+        let secs = (p.documents_estimate - p.documents) as f64 / rate.0;
+        format!(", ETA {}", crate::plan::checks::human_secs(secs as u64))
+    } else {
+        String::new()
+    };
+    format!(
+        "[{}] {}: {percent} ({}/{} docs, {} of {}) {} docs/s, {}/s{eta}; {}",
+        p.phase,
+        p.activity,
+        approx_count(p.documents),
+        approx_count(p.documents_estimate),
+        approx_bytes(p.bytes),
+        approx_bytes(p.bytes_estimate),
+        approx_count(rate.0 as u64),
+        approx_bytes(rate.1 as u64),
+        sync_summary(p),
+    )
+}
+
+/// Documents and bytes per second over the last few seconds.
+#[derive(Debug, Default)]
+pub struct Rate {
+    samples: Vec<(Instant, u64, u64)>,
+}
+
+impl Rate {
+    /// Adds a sample of the running totals; returns (documents/s, bytes/s).
+    pub fn update(&mut self, documents: u64, bytes: u64) -> (f64, f64) {
+        let now = Instant::now();
+        self.samples.push((now, documents, bytes));
+        self.samples
+            .retain(|(t, _, _)| now.duration_since(*t) <= Duration::from_secs(10));
+        let Some(&(t0, d0, b0)) = self.samples.first() else {
+            return (0.0, 0.0);
+        };
+        let secs = now.duration_since(t0).as_secs_f64();
+        if secs < 0.5 {
+            return (0.0, 0.0);
+        }
+        (
+            documents.saturating_sub(d0) as f64 / secs,
+            bytes.saturating_sub(b0) as f64 / secs,
+        )
+    }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::model::{approx_bytes, approx_count};
+use crate::plan::model::{approx_bytes, approx_count, plural};
 use crate::state::{Approval, ChangeCounts, ClusterIdentity, CollectionKindCount, MigrationState};
 use crate::verify::VerifyReport;
 
@@ -189,8 +189,10 @@ impl MigrationReport {
         );
         let _ = writeln!(
             out,
-            "  created       {} collections, {} views, {} indexes",
-            self.created.collections, self.created.views, self.indexes_created
+            "  created       {}, {}, {}",
+            plural(self.created.collections, "collection"),
+            plural(self.created.views, "view"),
+            plural(self.indexes_created, "index")
         );
         match &self.verification {
             Some(v) => {

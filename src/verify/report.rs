@@ -5,6 +5,9 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::CollectionKind;
+use crate::plan::model::plural;
+
 /// The version of the report's JSON.
 pub const VERIFY_FORMAT_VERSION: &str = "1";
 
@@ -49,6 +52,10 @@ pub struct NamespaceReport {
     pub source: String,
     /// Destination namespace.
     pub destination: String,
+    /// What the source namespace is (views and time-series collections are compared by
+    /// definition only).
+    #[serde(default)]
+    pub kind: CollectionKind,
     /// Documents on the source (exact count when verified).
     pub source_count: u64,
     /// Documents on the destination.
@@ -117,13 +124,28 @@ impl VerifyReport {
                 format!("{} → {}", n.source, n.destination)
             };
             if n.differences() == 0 {
-                let _ = writeln!(out, "  ok        {name}: {} documents", n.source_count);
+                match n.kind {
+                    CollectionKind::Collection => {
+                        let _ = writeln!(
+                            out,
+                            "  ok        {name}: {}",
+                            plural(n.source_count, "document")
+                        );
+                    }
+                    CollectionKind::View => {
+                        let _ = writeln!(out, "  ok        {name}: view definition");
+                    }
+                    CollectionKind::Timeseries => {
+                        let _ = writeln!(out, "  ok        {name}: time-series options");
+                    }
+                }
                 continue;
             }
             let _ = writeln!(
                 out,
-                "  differs   {name}: {} documents on the source, {} on the destination",
-                n.source_count, n.destination_count
+                "  differs   {name}: {} on the source, {} on the destination",
+                plural(n.source_count, "document"),
+                n.destination_count
             );
             for (label, list) in [
                 ("missing", &n.missing),
@@ -151,14 +173,14 @@ impl VerifyReport {
         }
         let _ = writeln!(
             out,
-            "Verification ({}): {} namespaces, {} documents compared, {} differences{}",
+            "Verification ({}): {}, {} compared, {}{}",
             match self.mode {
                 VerifyMode::Full => "full",
                 VerifyMode::Counts => "counts",
             },
-            self.namespaces.len(),
-            compared,
-            self.differences(),
+            plural(self.namespaces.len() as u64, "namespace"),
+            plural(compared, "document"),
+            plural(self.differences(), "difference"),
             if self.passed() {
                 ": source and destination agree"
             } else {

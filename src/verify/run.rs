@@ -214,6 +214,7 @@ pub async fn verify(
         let mut report = NamespaceReport {
             source: m.source.to_string(),
             destination: m.destination.to_string(),
+            kind: m.info.kind,
             ..NamespaceReport::default()
         };
         let Some(dest_info) = destination_snapshot.catalog.get(&m.destination) else {
