@@ -73,3 +73,55 @@ fn every_example_validates_without_warnings() {
         }
     }
 }
+
+/// `examples/automation/notify.sh` posts one JSON line per event to the webhook it is given.
+#[test]
+fn the_notify_script_posts_each_event() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/automation/notify.sh");
+    for (event, expected) in [
+        ("ready", "is ready for cutover"),
+        ("window_expiring", "window ends in one hour"),
+        ("committed", "is committed"),
+        ("failed", "failed: disk \\\"full\\\""),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers and a small body arrive together; read until the JSON closes.
+            while !request.ends_with(b"}") {
+                let n = conn.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .unwrap();
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        let status = std::process::Command::new("sh")
+            .arg(&script)
+            .env("MONGOSHIFT_EVENT", event)
+            .env("MONGOSHIFT_MIGRATION", "orders")
+            .env("MONGOSHIFT_ERROR", "disk \"full\"")
+            .env("SLACK_WEBHOOK_URL", &url)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{event}");
+        let request = server.join().unwrap();
+        assert!(request.contains("Migration orders"), "{request}");
+        assert!(request.contains(expected), "{event}: {request}");
+    }
+}
