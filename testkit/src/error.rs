@@ -1,8 +1,10 @@
 //! Command errors: what a failed command answers, in mongod's shape.
 //!
 //! Every failure that reaches a client becomes `{ok: 0, errmsg, code, codeName, [errorLabels],
-//! [extra fields]}`. The code is always present: the Rust driver cannot parse an error reply
-//! without one and would silently treat it as a network error (and, for change streams, resume).
+//! [extra fields]}`. The code is present unless a real server omits it: the Rust driver cannot
+//! parse an error reply without one (it reports an invalid response, and a change stream would
+//! resume), so only the few legacy "errmsg" commands whose real replies lack it do the same
+//! (see [`CommandError::without_code`]).
 
 use std::borrow::Cow;
 
@@ -32,6 +34,19 @@ impl CommandError {
         CommandError {
             code,
             code_name: Cow::Borrowed(code_name(code)),
+            message: message.into(),
+            labels: Vec::new(),
+            extra: Box::default(),
+        }
+    }
+
+    /// A failure that a real server reports without `code`/`codeName`: the legacy commands that
+    /// set only `errmsg` (mongos' `replSetGetStatus` stub, `split`'s argument checks). Code 0
+    /// (`OK`) marks it; the reply is `{ok: 0, errmsg}` plus any extra fields.
+    pub fn without_code(message: impl Into<String>) -> Self {
+        CommandError {
+            code: 0,
+            code_name: Cow::Borrowed("OK"),
             message: message.into(),
             labels: Vec::new(),
             extra: Box::default(),
@@ -96,8 +111,10 @@ impl CommandError {
         let mut doc = Document::new();
         doc.insert("ok", 0.0);
         doc.insert("errmsg", self.message.clone());
-        doc.insert("code", self.code);
-        doc.insert("codeName", self.code_name.as_ref());
+        if self.code != 0 {
+            doc.insert("code", self.code);
+            doc.insert("codeName", self.code_name.as_ref());
+        }
         for (k, v) in self.extra.iter() {
             doc.insert(k.clone(), v.clone());
         }
@@ -186,6 +203,7 @@ pub fn code_name(code: i32) -> &'static str {
         18 => "AuthenticationFailed",
         20 => "IllegalOperation",
         22 => "InvalidBSON",
+        23 => "AlreadyInitialized",
         24 => "LockTimeout",
         26 => "NamespaceNotFound",
         27 => "IndexNotFound",
@@ -197,11 +215,13 @@ pub fn code_name(code: i32) -> &'static str {
         52 => "DollarPrefixedFieldName",
         53 => "InvalidIdField",
         59 => "CommandNotFound",
+        61 => "ShardKeyNotFound",
         63 => "OBSOLETE_StaleShardVersion",
         64 => "WriteConcernFailed",
         66 => "ImmutableField",
         67 => "CannotCreateIndex",
         68 => "IndexAlreadyExists",
+        70 => "ShardNotFound",
         72 => "InvalidOptions",
         73 => "InvalidNamespace",
         79 => "UnknownReplWriteConcern",
@@ -211,8 +231,10 @@ pub fn code_name(code: i32) -> &'static str {
         91 => "ShutdownInProgress",
         96 => "OperationFailed",
         100 => "UnsatisfiableWriteConcern",
+        106 => "CannotSplit",
         112 => "WriteConflict",
         115 => "CommandNotSupported",
+        118 => "NamespaceNotSharded",
         121 => "DocumentValidationFailure",
         133 => "FailedToSatisfyReadPreference",
         134 => "ReadConcernMajorityNotAvailableYet",
@@ -280,7 +302,9 @@ fn location_name(code: i32) -> &'static str {
         15975 => "Location15975",
         16410 => "Location16410",
         17419 => "Location17419",
+        31025 => "Location31025",
         31254 => "Location31254",
+        31387 => "Location31387",
         40324 => "Location40324",
         40414 => "Location40414",
         40415 => "Location40415",

@@ -2,7 +2,8 @@
 //!
 //! No machine that builds or tests mongoshift can run a real `mongod`, so every test, example and
 //! benchmark runs against this server instead. The official drivers (Rust, Python, Node) cannot
-//! tell it apart from a small MongoDB 7.0 replica set for what mongoshift does. Where it deviates
+//! tell it apart from a small MongoDB 7.0 replica set (or, with [`Mode::Mongos`], a mongos in
+//! front of several shards) for what mongoshift does. Where it deviates
 //! from a real server, that is a bug or a documented limitation (see `testkit/README.md`).
 //!
 //! ```no_run

@@ -45,7 +45,7 @@ pub struct TestServer;
 
 impl TestServer {
     /// A builder with the defaults: replica set `rs0`, an ephemeral port, 100 000 retained oplog
-    /// entries, a 10 s idle no-op interval.
+    /// entries, a 10 s idle no-op interval (and 2 shards if switched to [`Mode::Mongos`]).
     pub fn builder() -> TestServerBuilder {
         TestServerBuilder::default()
     }
@@ -54,8 +54,10 @@ impl TestServer {
 /// Configures a server before starting it.
 #[derive(Debug, Clone)]
 pub struct TestServerBuilder {
-    /// Replica set or standalone.
+    /// Replica set, standalone or mongos.
     mode: Mode,
+    /// Internal shards behind a mongos.
+    shards: usize,
     /// `setName` in replica-set mode.
     set_name: String,
     /// The port to listen on; 0 picks a free one.
@@ -72,6 +74,7 @@ impl Default for TestServerBuilder {
     fn default() -> Self {
         TestServerBuilder {
             mode: Mode::ReplicaSet,
+            shards: 2,
             set_name: "rs0".to_string(),
             port: 0,
             oplog_max_events: 100_000,
@@ -82,9 +85,16 @@ impl Default for TestServerBuilder {
 }
 
 impl TestServerBuilder {
-    /// Replica set (default) or standalone.
+    /// Replica set (default), standalone or mongos.
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// How many internal shards (`shard0`..) a [`Mode::Mongos`] server fronts (2 by default,
+    /// at least 1). Ignored in the other modes.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n.max(1);
         self
     }
 
@@ -144,6 +154,7 @@ impl TestServerBuilder {
             oplog_max_events: self.oplog_max_events,
             noop_interval: self.noop_interval,
             argv: self.argv,
+            shards: self.shards,
         };
         let engine = Arc::new(Engine::new(config));
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -196,9 +207,9 @@ pub struct TestServerHandle {
 
 impl TestServerHandle {
     /// The connection string: `mongodb://127.0.0.1:PORT/?replicaSet=rs0` for a replica set,
-    /// `mongodb://127.0.0.1:PORT/` for a standalone.
+    /// `mongodb://127.0.0.1:PORT/` for a standalone or a mongos.
     pub fn uri(&self) -> String {
-        if self.engine.is_replica_set() {
+        if self.engine.is_replica_set() && !self.engine.is_mongos() {
             format!(
                 "mongodb://{}/?replicaSet={}",
                 self.addr, self.engine.config.set_name

@@ -1,8 +1,8 @@
 //! `mongoshift-testd`: the testkit server as a process, for tests that drive subprocesses and for
 //! trying clients (mongosh, pymongo) by hand.
 //!
-//! `mongoshift-testd --port 0 --mode replset --replset rs0 [--oplog-max-events N]
-//! [--noop-interval-ms MS]` prints
+//! `mongoshift-testd --port 0 --mode replset|standalone|mongos --replset rs0 [--shards N]
+//! [--oplog-max-events N] [--noop-interval-ms MS]` prints
 //! `listening on 127.0.0.1:PORT` as its first stdout line, serves until SIGINT/SIGTERM, then
 //! exits 0.
 
@@ -29,6 +29,9 @@ struct Args {
     /// Replica-set name (replset mode).
     #[arg(long, default_value = "rs0")]
     replset: String,
+    /// Internal shards behind the mongos (mongos mode).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    shards: u16,
     /// Oplog entries to retain before history is lost.
     #[arg(long, default_value_t = 100_000)]
     oplog_max_events: usize,
@@ -45,6 +48,8 @@ enum CliMode {
     Replset,
     /// A standalone mongod.
     Standalone,
+    /// A mongos in front of `--shards` internal shards.
+    Mongos,
 }
 
 fn main() -> ExitCode {
@@ -56,10 +61,12 @@ fn main() -> ExitCode {
     let mode = match args.mode {
         CliMode::Replset => Mode::ReplicaSet,
         CliMode::Standalone => Mode::Standalone,
+        CliMode::Mongos => Mode::Mongos,
     };
     let server = match TestServer::builder()
         .mode(mode)
         .replica_set_name(args.replset)
+        .shards(usize::from(args.shards))
         .port(args.port)
         .oplog_max_events(args.oplog_max_events)
         .noop_interval(std::time::Duration::from_millis(args.noop_interval_ms))

@@ -102,7 +102,7 @@ fn database_size(engine: &Engine, db: &str) -> (i64, bool) {
 }
 
 /// Storage bytes for `bytes` of data: whole 4 KiB pages, at least one.
-fn storage_size(bytes: u64) -> u64 {
+pub(crate) fn storage_size(bytes: u64) -> u64 {
     bytes.div_ceil(4096).max(1) * 4096
 }
 
@@ -167,6 +167,17 @@ pub fn list_collections(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             "options": { "capped": true, "size": 1_073_741_824i64 },
             "info": { "readOnly": false, "uuid": engine.oplog_uuid },
         });
+        infos.sort_by(|a, b| a.get_str("name").ok().cmp(&b.get_str("name").ok()));
+    }
+    // A mongos lists the `config` collections it serves from the sharding metadata.
+    let views = crate::command::mongos::config_views::collection_infos(engine, &request.db);
+    if !views.is_empty() {
+        infos.retain(|i| {
+            !views
+                .iter()
+                .any(|v| v.get_str("name").ok() == i.get_str("name").ok())
+        });
+        infos.extend(views);
         infos.sort_by(|a, b| a.get_str("name").ok().cmp(&b.get_str("name").ok()));
     }
     let mut out = VecDeque::new();

@@ -1,7 +1,8 @@
 //! `aggregate` with `$changeStream` and the getMores of change-stream cursors.
 //!
 //! Opening validates the stage as mongod does (scope, conflicting resume options, history
-//! still retained), answers with whatever events already exist after the start point, and
+//! still retained), answers with whatever events already exist after the start point (a
+//! mongos always answers an empty first batch), and
 //! always registers the cursor. Every batch carries `postBatchResumeToken`. A getMore with no
 //! events waits for the oplog to move, up to `maxTimeMS` (1 s by default), and never answers an
 //! empty batch at once: the Rust driver sends its next getMore immediately, so the server's
@@ -261,7 +262,12 @@ pub fn open(
         position,
     );
     let limit = options.batch_size.unwrap_or(101);
-    let batch = stream.read(engine, limit)?;
+    // A mongos answers the opening aggregate before any shard reports an event.
+    let batch = if engine.is_mongos() {
+        stream.empty_batch()
+    } else {
+        stream.read(engine, limit)?
+    };
     let (db, coll) = match &scope {
         Scope::Collection(ns) => (ns.db.clone(), ns.coll.clone()),
         Scope::Database(db) => (db.clone(), "$cmd.aggregate".to_string()),

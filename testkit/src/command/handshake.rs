@@ -1,7 +1,8 @@
 //! `hello` / `isMaster` / `ismaster`: the connection handshake and SDAM monitoring.
 //!
 //! The reply follows the wire-protocol notes §1.3 field by field: numeric `ok`, the size
-//! limits the drivers require, `setName`/`hosts`/`me`/`primary` equal to the exact seed address,
+//! limits the drivers require, `setName`/`hosts`/`me`/`primary` equal to the exact seed address
+//! (a mongos sends `msg: "isdbgrid"` and none of those, so drivers see a sharded topology),
 //! `logicalSessionTimeoutMinutes` (which turns sessions on), an integer `connectionId`, wire
 //! versions 0..=21 (MongoDB 7.0), and no `topologyVersion`, so drivers stay on polling
 //! monitoring (awaitable hello is not implemented), and no `compression`.
@@ -45,7 +46,9 @@ pub fn hello(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     ) {
         reply.insert("helloOk", true);
     }
-    if engine.is_replica_set() {
+    if engine.is_mongos() {
+        reply.insert("msg", "isdbgrid");
+    } else if engine.is_replica_set() {
         let host = engine.config.host.clone();
         let ts = engine.oplog.cluster_time();
         let wall = DateTime::now();
@@ -75,6 +78,9 @@ pub fn hello(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     reply.insert("connectionId", ctx.conn.id);
     reply.insert("minWireVersion", 0);
     reply.insert("maxWireVersion", MAX_WIRE_VERSION);
-    reply.insert("readOnly", false);
+    if !engine.is_mongos() {
+        // A mongos' hello has no `readOnly`.
+        reply.insert("readOnly", false);
+    }
     to_raw(&reply)
 }

@@ -6,7 +6,7 @@
 //! `$clusterTime` and `operationTime` from the one logical clock.
 //!
 //! One module per command family, like mini-redis' `cmd/`: [`handshake`], [`admin`],
-//! [`catalog`], [`write`], [`read`], [`session`].
+//! [`catalog`], [`write`], [`read`], [`session`]; a mongos routes through [`mongos`] first.
 
 pub mod admin;
 pub mod args;
@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod change_stream;
 pub mod handshake;
 pub mod merge;
+pub mod mongos;
 pub mod read;
 pub mod session;
 pub mod write;
@@ -458,6 +459,14 @@ fn check_write_allowed(ctx: &Ctx<'_>, request: &Request) -> Result<(), CommandEr
 }
 
 async fn execute(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
+    if ctx.engine.is_mongos() {
+        return mongos::execute(ctx, request).await;
+    }
+    dispatch(ctx, request).await
+}
+
+/// Runs a command as a mongod does (a mongos' own commands are in [`mongos`]).
+pub async fn dispatch(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     match request.name.as_str() {
         "hello" | "isMaster" | "ismaster" => handshake::hello(ctx, request),
         "ping" => Ok(RawDocumentBuf::new()),

@@ -377,6 +377,15 @@ fn non_negative(fields: &Fields<'_>, key: &str) -> Result<Option<usize>, Command
     }
 }
 
+/// The entry `ns` names: a collection or a view of the (transaction's) store, or on a mongos
+/// one of the `config` collections built from the sharding metadata.
+fn entry(ctx: &Ctx<'_>, ns: &Namespace) -> Result<Option<Entry>, CommandError> {
+    if let Some(view) = crate::command::mongos::config_views::view(ctx.engine, ns)? {
+        return Ok(Some(Entry::Collection(view)));
+    }
+    Ok(ctx.store().get(ns))
+}
+
 /// `find`.
 pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     let ns = target(request)?;
@@ -459,7 +468,7 @@ pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         let docs = project_all(docs, args.projection.as_ref(), &args.filter)?;
         return open_cursor(ctx, request, docs, &ns.db, &ns.coll, options);
     }
-    let docs = match ctx.store().get(&ns) {
+    let docs = match entry(ctx, &ns)? {
         None => VecDeque::new(),
         Some(Entry::View(view)) => {
             // A find on a view runs as an aggregation of the view's pipeline.
@@ -630,7 +639,7 @@ pub fn count(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         .i64("limit")?
         .map(|l| l.unsigned_abs() as usize)
         .filter(|l| *l > 0);
-    let n = match ctx.store().get(&ns) {
+    let n = match entry(ctx, &ns)? {
         None => 0,
         Some(Entry::View(view)) => {
             let stages =
@@ -668,7 +677,7 @@ pub fn distinct(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     })?;
     let empty = RawDocumentBuf::new();
     let filter = Filter::parse(fields.doc("query")?.unwrap_or(&empty))?;
-    let docs: Vec<Arc<RawDocumentBuf>> = match ctx.store().get(&ns) {
+    let docs: Vec<Arc<RawDocumentBuf>> = match entry(ctx, &ns)? {
         None => Vec::new(),
         Some(Entry::View(view)) => {
             let stages =
@@ -714,7 +723,13 @@ impl PipelineContext for EngineCollections<'_> {
         coll: &str,
     ) -> Result<Vec<RawDocumentBuf>, crate::query::QueryError> {
         let ns = Namespace::new(db.unwrap_or(&self.db), coll);
-        match self.engine.catalog.get(&ns) {
+        let config_view = crate::command::mongos::config_views::view(self.engine, &ns)
+            .map_err(|e| crate::query::QueryError::new(e.code, "CommandFailed", e.message))?;
+        let entry = match config_view {
+            Some(view) => Some(Entry::Collection(view)),
+            None => self.engine.catalog.get(&ns),
+        };
+        match entry {
             Some(Entry::Collection(c)) => {
                 Ok(c.read().documents().map(|(_, d)| (**d).clone()).collect())
             }
@@ -974,8 +989,17 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
                 }
             }
         }
+        // Through a mongos every shard holding part of the collection answers for its part.
+        let docs = match &coll {
+            Some(coll) if engine.is_mongos() => {
+                crate::command::mongos::stats::coll_stats_per_shard(engine, &ns, coll, &out)?
+            }
+            _ => vec![out],
+        };
         (
-            vec![Arc::new(to_raw(&out)?)],
+            docs.iter()
+                .map(|d| to_raw(d).map(Arc::new))
+                .collect::<Result<Vec<_>, _>>()?,
             pipeline.slice(1..pipeline.len()),
         )
     } else if first.as_deref() == Some("$documents") {
@@ -1000,7 +1024,7 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             .collect::<Result<Vec<_>, _>>()?;
         (sessions, pipeline.slice(1..pipeline.len()))
     } else {
-        match ctx.store().get(&ns) {
+        match entry(ctx, &ns)? {
             None => (Vec::new(), pipeline.clone()),
             Some(Entry::View(view)) => {
                 let docs = run_view(engine, &ns.db, &view, &[], &vars)?;

@@ -59,6 +59,18 @@ fn with_collection<T>(
     ))
 }
 
+/// On a mongos, an inserted document of a sharded collection must have a valid shard key.
+fn check_shard_key_insert(
+    store: Store<'_>,
+    coll: &Collection,
+    doc: &RawDocument,
+) -> Result<(), CommandError> {
+    match &store.engine.sharding {
+        Some(sharding) => sharding.check_insert(&coll.uuid, doc),
+        None => Ok(()),
+    }
+}
+
 fn check_batch(len: usize) -> Result<(), CommandError> {
     if len == 0 || len > MAX_WRITE_BATCH {
         return Err(CommandError::new(
@@ -124,7 +136,9 @@ pub fn insert(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     with_collection(store, &ns, true, |coll, data| {
         let saved_validator = bypass.then(|| data.options.validator.take());
         for (index, doc) in docs.by_ref() {
-            let result = prepare_for_insert(doc).and_then(|d| data.insert(&ns_string, d));
+            let result = prepare_for_insert(doc)
+                .and_then(|d| check_shard_key_insert(store, coll, &d).map(|()| d))
+                .and_then(|d| data.insert(&ns_string, d));
             match result {
                 Ok(stored) => {
                     n += 1;
@@ -220,6 +234,7 @@ fn apply_update(
     ns: &Namespace,
     coll: &Collection,
     data: &mut CollectionData,
+    query: &RawDocument,
     filter: &Filter,
     update: &Update,
     multi: bool,
@@ -247,6 +262,7 @@ fn apply_update(
         if upsert {
             let doc = update.upsert_document(filter)?;
             let doc = prepare_for_insert(doc)?;
+            check_shard_key_insert(store, coll, &doc)?;
             let stored = data.insert(&ns_string, doc)?;
             let id = stored
                 .get("_id")
@@ -272,6 +288,9 @@ fn apply_update(
         match applied {
             Some(mut applied) => {
                 let document = keep_id(&m.doc, std::mem::take(&mut applied.document))?;
+                if let Some(sharding) = &store.engine.sharding {
+                    sharding.check_update(&coll.uuid, query, multi, &m.doc, &document)?;
+                }
                 let after = data.replace(&ns_string, m.rid, document)?;
                 outcome.modified += 1;
                 *last_ts = Some(store.log(OplogOp::Update {
@@ -376,15 +395,22 @@ pub fn update(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     for (index, statement) in statements.iter().enumerate() {
         let result = (|| -> Result<UpdateOutcome, CommandError> {
             let (filter, update, multi, upsert) = parse_statement_update(statement, &vars)?;
-            let hint = Fields::new("update.updates", statement).get("hint");
+            let statement_fields = Fields::new("update.updates", statement);
+            let hint = statement_fields.get("hint");
+            let empty = RawDocumentBuf::new();
+            let query = statement_fields.doc("q")?.unwrap_or(&empty);
             let sort: Option<SortSpec> = None;
             let outcome = with_collection(store, &ns, upsert, |coll, data| {
                 check_hint(data, hint)?;
+                if upsert && let Some(sharding) = &store.engine.sharding {
+                    sharding.check_upsert(&coll.uuid, query)?;
+                }
                 apply_update(
                     store,
                     &ns,
                     coll,
                     data,
+                    query,
                     &filter,
                     &update,
                     multi,
@@ -580,11 +606,15 @@ pub fn find_and_modify(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         let Some(update) = &update else {
             return Ok((doc! {"n": 0}, None, None));
         };
+        if upsert && let Some(sharding) = &store.engine.sharding {
+            sharding.check_upsert(&coll.uuid, query)?;
+        }
         let (outcome, pair) = apply_update(
             store,
             &ns,
             coll,
             data,
+            query,
             &filter,
             update,
             false,

@@ -393,6 +393,25 @@ impl ChangeStreamCursor {
         })
     }
 
+    /// The first batch of a stream opened through a mongos: always empty (the mongos returns
+    /// before its shard cursors have produced anything), with a `postBatchResumeToken` that
+    /// names the start point, so resuming from it loses and repeats nothing.
+    pub fn empty_batch(&self) -> StreamBatch {
+        let point = match self.position.op {
+            // Everything at `ts` was already seen: the high-water mark is the next time.
+            Some(u32::MAX) => Position {
+                ts: next_ts(self.position.ts),
+                op: None,
+            },
+            _ => self.position,
+        };
+        StreamBatch {
+            events: Vec::new(),
+            post_batch_token: encode_token(point, None, false),
+            invalidated: false,
+        }
+    }
+
     /// Applies the user's stages to one event; `None` when filtered out. Projecting out `_id`
     /// is refused with 280, as mongod refuses to return events without resume tokens.
     fn apply_pipeline(
@@ -468,7 +487,7 @@ impl ChangeStreamCursor {
                 let mut d = base("insert", Some(*uuid));
                 d.insert("fullDocument", to_document(doc)?);
                 d.insert("ns", ns_doc(ns));
-                d.insert("documentKey", document_key(doc)?);
+                d.insert("documentKey", document_key(engine, uuid, entry.ts, doc)?);
                 out.push((to_raw(&d)?, false));
             }
             OplogOp::Update {
@@ -486,7 +505,7 @@ impl ChangeStreamCursor {
                     d.insert("fullDocument", to_document(after)?);
                 }
                 d.insert("ns", ns_doc(ns));
-                d.insert("documentKey", document_key(after)?);
+                d.insert("documentKey", document_key(engine, uuid, entry.ts, after)?);
                 if !*replacement {
                     let desc = match description {
                         Some(desc) => desc.to_document(self.show_expanded),
@@ -521,7 +540,7 @@ impl ChangeStreamCursor {
             } if self.sees(ns) => {
                 let mut d = base("delete", Some(*uuid));
                 d.insert("ns", ns_doc(ns));
-                d.insert("documentKey", document_key(before)?);
+                d.insert("documentKey", document_key(engine, uuid, entry.ts, before)?);
                 self.before_image(&mut d, *images, before)?;
                 out.push((to_raw(&d)?, false));
             }
@@ -656,6 +675,16 @@ impl ChangeStreamCursor {
                     out.push((to_raw(&d)?, false));
                 }
             }
+            DdlOp::ShardCollection {
+                ns,
+                uuid,
+                description,
+            } if self.show_expanded && self.sees(ns) => {
+                let mut d = base("shardCollection", Some(*uuid));
+                d.insert("ns", ns_doc(ns));
+                d.insert("operationDescription", description.clone());
+                out.push((to_raw(&d)?, false));
+            }
             DdlOp::Modify {
                 ns,
                 uuid,
@@ -683,8 +712,21 @@ fn missing_image(which: &str) -> CommandError {
     )
 }
 
-/// `documentKey`: `{_id}` of the document.
-fn document_key(doc: &RawDocumentBuf) -> Result<Document, CommandError> {
+/// `documentKey`: `{_id}` of the document; on a mongos, for a collection that was sharded when
+/// the write happened, the shard key fields first and then `_id` (what mongod logs in `o2`).
+fn document_key(
+    engine: &Engine,
+    uuid: &bson::Uuid,
+    ts: Timestamp,
+    doc: &RawDocumentBuf,
+) -> Result<Document, CommandError> {
+    if let Some(key) = engine
+        .sharding
+        .as_ref()
+        .and_then(|s| s.event_shard_key(uuid, ts))
+    {
+        return key.document_key(doc);
+    }
     let id = match doc.get("_id") {
         Ok(Some(v)) => to_bson(v)?,
         _ => Bson::Null,

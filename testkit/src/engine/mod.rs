@@ -18,6 +18,7 @@ pub mod oplog;
 pub mod oplog_view;
 pub mod scan;
 pub mod session;
+pub mod sharding;
 pub mod transaction;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -30,6 +31,7 @@ use self::cursor::CursorTable;
 use self::failpoint::FailPoints;
 use self::oplog::{Oplog, OplogOp};
 use self::session::SessionTable;
+use self::sharding::Sharding;
 
 /// What kind of deployment the server impersonates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +43,9 @@ pub enum Mode {
     ReplicaSet,
     /// A standalone mongod: no `setName`, no change streams, no transactions.
     Standalone,
+    /// A mongos in front of `EngineConfig::shards` internal replica-set shards (one process,
+    /// one store; see [`sharding`]): `msg: "isdbgrid"`, sharding commands, `config.*` views.
+    Mongos,
 }
 
 /// Static configuration of one server.
@@ -59,6 +64,8 @@ pub struct EngineConfig {
     pub noop_interval: Duration,
     /// The command line to report from `getCmdLineOpts`.
     pub argv: Vec<String>,
+    /// How many internal shards a mongos fronts (ignored in the other modes).
+    pub shards: usize,
 }
 
 /// The whole server state.
@@ -92,13 +99,18 @@ pub struct Engine {
     pub oplog_uuid: bson::Uuid,
     /// A per-process id (`serverStatus.pid`-like identity and `topologyVersion` material).
     pub process_id: bson::oid::ObjectId,
+    /// Shards, databases, chunks and the balancer of a mongos; `None` in the other modes.
+    pub sharding: Option<Sharding>,
 }
 
 impl Engine {
     /// Builds an empty server state.
     pub fn new(config: EngineConfig) -> Engine {
         let oplog = Oplog::new(config.oplog_max_events);
+        let sharding = (config.mode == Mode::Mongos)
+            .then(|| Sharding::new(config.shards, &config.host, oplog.cluster_time()));
         Engine {
+            sharding,
             catalog: Catalog::default(),
             oplog,
             cursors: CursorTable::default(),
@@ -116,9 +128,16 @@ impl Engine {
         }
     }
 
-    /// True when impersonating a replica-set member.
+    /// True when the deployment has replica-set semantics: a logical clock gossiped in
+    /// `$clusterTime`, sessions with retryable writes and transactions, change streams. That
+    /// is a replica-set member, and also a mongos, whose shards are replica sets.
     pub fn is_replica_set(&self) -> bool {
-        self.config.mode == Mode::ReplicaSet
+        matches!(self.config.mode, Mode::ReplicaSet | Mode::Mongos)
+    }
+
+    /// True when impersonating a mongos.
+    pub fn is_mongos(&self) -> bool {
+        self.config.mode == Mode::Mongos
     }
 
     /// Allocates the id of a new connection.

@@ -146,6 +146,16 @@ pub enum DdlOp {
         /// The dropped index specs.
         indexes: Vec<Document>,
     },
+    /// A collection was sharded (mongos mode): mongod logs a no-op whose `o2` describes it.
+    ShardCollection {
+        /// Where.
+        ns: Namespace,
+        /// The collection incarnation.
+        uuid: bson::Uuid,
+        /// `{shardKey, unique, numInitialChunks, presplitHashedZones}` (the
+        /// `operationDescription` of the `shardCollection` event).
+        description: Document,
+    },
     /// `collMod` changed options.
     Modify {
         /// Where.

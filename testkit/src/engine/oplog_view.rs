@@ -64,6 +64,18 @@ fn op_document(op: &OplogOp) -> Result<Document, CommandError> {
             "op": "d", "ns": ns.to_string(), "ui": *uuid, "o": id_of(before)?,
         },
         OplogOp::Noop => doc! { "op": "n", "ns": "", "o": { "msg": "periodic noop" } },
+        OplogOp::Ddl(DdlOp::ShardCollection {
+            ns,
+            uuid,
+            description,
+        }) => {
+            let mut o2 = doc! { "shardCollection": ns.to_string() };
+            o2.extend(description.clone());
+            doc! {
+                "op": "n", "ns": ns.to_string(), "ui": *uuid,
+                "o": { "msg": { "shardCollection": ns.to_string() } }, "o2": o2,
+            }
+        }
         OplogOp::Ddl(ddl) => {
             let (db, uuid, o) = match ddl {
                 DdlOp::Create {
@@ -124,6 +136,10 @@ fn op_document(op: &OplogOp) -> Result<Document, CommandError> {
                     let mut o = doc! { "collMod": ns.coll.clone() };
                     o.extend(description.clone());
                     (ns.db.clone(), Some(*uuid), o)
+                }
+                // Rendered above as the no-op it is.
+                DdlOp::ShardCollection { ns, uuid, .. } => {
+                    (ns.db.clone(), Some(*uuid), Document::new())
                 }
             };
             let mut d = doc! { "op": "c", "ns": format!("{db}.$cmd") };

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod diff;
 pub mod expr;
 pub mod filter;
+pub mod hashed;
 pub mod keystring;
 pub mod path;
 pub mod pipeline;
