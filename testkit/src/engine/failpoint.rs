@@ -12,6 +12,7 @@
 //! `{activationProbability: p}`.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bson::{Bson, Document};
 use rand::Rng;
@@ -153,11 +154,14 @@ pub const FAIL_GET_MORE_AFTER_CURSOR_CHECKOUT: &str = "failGetMoreAfterCursorChe
 pub struct FailPoints {
     /// `failCommand` and `failGetMoreAfterCursorCheckout`; std mutex, never held across await.
     state: Mutex<(Option<Configured>, Option<Configured>)>,
+    /// How often each has fired since the server started (mongod's `timesEntered`, which
+    /// `configureFailPoint` replies as `count` and which never resets).
+    entered: [AtomicU64; 2],
 }
 
 impl FailPoints {
     /// Applies a `configureFailPoint` command document (`{configureFailPoint: name, mode,
-    /// data}`) and returns the previous activation count, as mongod's reply `count` does.
+    /// data}`) and returns how often it has fired so far, as mongod's reply `count` does.
     pub fn configure(&self, command: &Document) -> Result<i64, CommandError> {
         let name = match command.get("configureFailPoint") {
             Some(Bson::String(s)) => s.as_str(),
@@ -185,16 +189,23 @@ impl FailPoints {
         }
         let configured = (mode != FailPointMode::Off).then_some(Configured { mode, data });
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match name {
-            FAIL_COMMAND => state.0 = configured,
-            FAIL_GET_MORE_AFTER_CURSOR_CHECKOUT => state.1 = configured,
+        let index = match name {
+            FAIL_COMMAND => {
+                state.0 = configured;
+                0
+            }
+            FAIL_GET_MORE_AFTER_CURSOR_CHECKOUT => {
+                state.1 = configured;
+                1
+            }
             other => {
                 return Err(CommandError::bad_value(format!(
                     "Cannot find failpoint '{other}' (this server implements {FAIL_COMMAND} and {FAIL_GET_MORE_AFTER_CURSOR_CHECKOUT})"
                 )));
             }
-        }
-        Ok(0)
+        };
+        let entered = self.entered[index].load(Ordering::Relaxed);
+        Ok(i64::try_from(entered).unwrap_or(i64::MAX))
     }
 
     /// Disables every failpoint.
@@ -221,6 +232,7 @@ impl FailPoints {
         if !configured.mode.evaluate() {
             return None;
         }
+        self.entered[0].fetch_add(1, Ordering::Relaxed);
         let action = action_from(&configured.data);
         if configured.mode == FailPointMode::Off {
             state.0 = None;
@@ -235,6 +247,7 @@ impl FailPoints {
         if !configured.mode.evaluate() {
             return None;
         }
+        self.entered[1].fetch_add(1, Ordering::Relaxed);
         let action = action_from(&configured.data);
         if configured.mode == FailPointMode::Off {
             state.1 = None;
