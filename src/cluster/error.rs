@@ -197,6 +197,10 @@ pub fn driver_message(err: &DriverError) -> String {
                 distill_selection_message(message)
             )
         }
+        ErrorKind::Io(e) => format!("connection error: {e}"),
+        ErrorKind::ConnectionPoolCleared { message, .. } => {
+            format!("connection pool cleared: {message}")
+        }
         _ => err.to_string(),
     }
 }

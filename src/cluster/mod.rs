@@ -6,6 +6,7 @@ mod error;
 mod inspect;
 mod privileges;
 mod reply;
+pub mod retry;
 mod snapshot;
 
 pub use connect::Cluster;

@@ -141,6 +141,13 @@ pub struct OptionsSpec {
     #[serde(default)]
     pub copy: CopySpec,
 
+    /// How long a failing operation is retried (elections, dropped connections, time limits,
+    /// write conflicts) before `apply` or `verify` stops with the error and a resumable state.
+    /// The default, one minute, outlasts a replica-set election.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "1m"))]
+    pub retry_for: Option<HumanDuration>,
+
     /// Sharding of destination collections.
     #[serde(default)]
     pub sharding: ShardingSpec,

@@ -65,6 +65,9 @@ pub struct Options {
     pub write_concern: WriteConcernSpec,
     /// Copy tuning.
     pub copy: CopySpec,
+    /// How long transient failures are retried.
+    #[serde(serialize_with = "serialize_duration")]
+    pub retry_for: Duration,
     /// Destination collections to shard.
     pub sharding: Vec<ShardCollection>,
 }
@@ -81,6 +84,9 @@ pub struct ShardCollection {
     /// Create the supporting index if missing.
     pub create_supporting_indexes: bool,
 }
+
+/// How long transient failures are retried when `options.retry_for` is not set.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// Checked `[cutover]`.
 #[derive(Debug, Clone, Serialize)]

@@ -4,6 +4,7 @@
 //! whether referenced files and environment variables exist. What needs the clusters is
 //! `plan`'s job.
 
+use super::units::HumanDuration;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,7 @@ use super::interpolate::{Environment, read_secret_file};
 use super::model::{
     ApprovalPolicy, CopySpec, EndpointSpec, FORMAT_VERSION, NotifyCommand, ShardKeyKind,
 };
-use super::resolved::{Config, Cutover, Options, ShardCollection};
+use super::resolved::{Config, Cutover, DEFAULT_RETRY_FOR, Options, ShardCollection};
 use crate::cluster::driver_message;
 use crate::namespace::{
     Namespace, NamespaceFilter, NamespaceMapping, NamespacePattern, RenameRule,
@@ -491,6 +492,7 @@ fn check_options(c: &mut Checker<'_, '_>) -> Option<Options> {
         update_mode: spec.update_mode,
         write_concern: spec.write_concern.clone(),
         copy: spec.copy.clone(),
+        retry_for: spec.retry_for.map_or(DEFAULT_RETRY_FOR, HumanDuration::get),
         sharding,
     })
 }

@@ -1,5 +1,5 @@
 //! The source write block: `setUserWriteBlockMode` (MongoDB 6.0+), which makes the source refuse
-//! user writes (code 10 `UserWritesBlocked`) while the last changes are drained.
+//! user writes (code 371 `UserWritesBlocked`) while the last changes are drained.
 
 use bson::{Timestamp, doc};
 

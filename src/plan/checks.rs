@@ -351,7 +351,7 @@ fn privileges_source(config: &Config, source: &ClusterSnapshot, mapping: &Mappin
     missing.into_check(
         ID,
         &user_of(p),
-        "grant the built-in roles readAnyDatabase and clusterMonitor (and, with block_source_writes, a role with setUserWriteBlockMode such as clusterManager)",
+        "grant the built-in roles readAnyDatabase and clusterMonitor (and, with block_source_writes, backup, which grants setUserWriteBlockMode)",
     )
 }
 

@@ -159,6 +159,17 @@ impl Change {
             Self::ShardCollection { .. } | Self::Copy { .. } => '~',
         }
     }
+
+    /// The command it runs, for logs.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Self::Drop { .. } => "drop",
+            Self::CreateCollection { .. } | Self::CreateView { .. } => "create",
+            Self::ShardCollection { .. } => "shardCollection",
+            Self::CreateIndex { .. } => "createIndexes",
+            Self::Copy { .. } => "copy",
+        }
+    }
 }
 
 /// A short description of a cluster for the plan header (never with credentials).

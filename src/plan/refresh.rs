@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use super::model::Plan;
 use super::planner::{PlanInput, make_plan};
+use crate::cluster::retry::{Backoff, Transient, retry};
 use crate::cluster::{Cluster, ClusterError, ClusterSnapshot, InspectRequest, Side, inspect};
 use crate::config::Config;
 use crate::namespace::Namespace;
@@ -52,11 +53,16 @@ pub async fn refresh_with(
             filter: Some(&config.options.filter),
             oplog: true,
         };
-        inspect(cluster, request).await
+        inspect_patiently(cluster, request, Backoff::within(config.options.retry_for)).await
     };
     let destination = async {
         let cluster = destination.map_err(Clone::clone)?;
-        inspect(cluster, InspectRequest::default()).await
+        inspect_patiently(
+            cluster,
+            InspectRequest::default(),
+            Backoff::within(config.options.retry_for),
+        )
+        .await
     };
     let (source, destination) = tokio::join!(source, destination);
     let plan = make_plan(&PlanInput {
@@ -70,4 +76,31 @@ pub async fn refresh_with(
         destination,
         plan,
     }
+}
+
+/// Inspection reads only, so a failed command (an election, a dropped connection) is retried;
+/// a cluster that cannot be selected at all is reported at once, since each attempt already
+/// waited the driver's server-selection timeout.
+async fn inspect_patiently(
+    cluster: &Cluster,
+    request: InspectRequest<'_>,
+    backoff: Backoff,
+) -> Result<ClusterSnapshot, ClusterError> {
+    struct Failure(ClusterError);
+    impl Transient for Failure {
+        fn is_transient(&self) -> bool {
+            matches!(self.0, ClusterError::Command { .. }) && self.0.is_transient()
+        }
+    }
+    impl std::fmt::Display for Failure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fmt(f)
+        }
+    }
+    let what = format!("inspect the {}", cluster.side());
+    retry(&what, backoff, || async {
+        inspect(cluster, request).await.map_err(Failure)
+    })
+    .await
+    .map_err(|f| f.0)
 }

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::changes::{ChangeKind, DdlChange, DestinationOp, EventError, Interpreter};
 use super::ddl;
 use super::spool::{SpoolDamaged, SpoolReader};
+use crate::cluster::retry::{Backoff, retry};
 use crate::cluster::{Cluster, ClusterError, codes};
 use crate::config::model::{DdlPolicy, UpdateMode};
 use crate::namespace::{Namespace, NamespaceFilter, NamespaceMapping};
@@ -39,9 +40,6 @@ const MAX_COMMAND_BYTES: usize = 12 * 1024 * 1024;
 
 /// Namespaces written at once within a batch.
 const NAMESPACE_CONCURRENCY: usize = 8;
-
-/// Transient errors are retried this many times, with growing pauses.
-const RETRIES: u32 = 6;
 
 /// The durable end of the spool and the source time it corresponds to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,6 +123,12 @@ pub enum ApplierError {
     Disconnected,
 }
 
+impl crate::cluster::retry::Transient for ApplierError {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Cluster(e) if e.is_transient())
+    }
+}
+
 /// What the applier needs.
 #[derive(Debug, Clone)]
 pub struct ApplierContext {
@@ -147,6 +151,8 @@ pub struct ApplierContext {
     /// Destination shard-key fields per sharded destination namespace (upsert filters must
     /// name the full shard key).
     pub shard_keys: HashMap<Namespace, Vec<String>>,
+    /// Retries of transient failures.
+    pub backoff: Backoff,
 }
 
 /// Applies changes from `start` on, following the limit, until `stop`.
@@ -223,7 +229,9 @@ pub async fn run_applier(
             if ctx.ddl == DdlPolicy::Fail && !matches!(ddl, DdlChange::Unsupported { .. }) {
                 return Err(ApplierError::DdlRefused(ddl.describe()));
             }
-            apply_ddl(&ctx, &ddl, &mut catalog).await?;
+            let what = ddl.describe();
+            let change = retry(&what, ctx.backoff, || apply_ddl(&ctx, &ddl)).await?;
+            catalog.extend(change);
             counts.ddl += 1;
             last_time = Some(ClusterTime(time));
         } else {
@@ -395,7 +403,7 @@ async fn resolve_refetches(
     let mut found: HashMap<(Namespace, Vec<u8>), RawDocumentBuf> = HashMap::new();
     for (source, ids) in by_source {
         let command = format!("find {source}");
-        let docs: Vec<RawDocumentBuf> = with_retries(|| async {
+        let docs: Vec<RawDocumentBuf> = retry(&command, ctx.backoff, || async {
             ctx.source
                 .client()
                 .database(source.db())
@@ -616,7 +624,7 @@ async fn send(
         command.append(bson::cstr!("writeConcern"), wc);
     }
     let name = format!("{} {ns}", if delete { "delete" } else { "update" });
-    let reply = with_retries(|| async {
+    let reply = retry(&name, ctx.backoff, || async {
         let reply = ctx
             .destination
             .client()
@@ -791,43 +799,22 @@ async fn retry_pending(
     apply_documents(ctx, ops, pending).await
 }
 
-/// Runs `f` again after transient errors, with growing pauses.
-async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, ClusterError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ClusterError>>,
-{
-    let mut pause = Duration::from_millis(100);
-    let mut attempt = 0;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_transient() && attempt < RETRIES => {
-                tracing::warn!(error = %e, attempt, "transient error; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Applies one DDL change.
+/// Every branch tolerates having been applied already (a retry after a lost reply, or a replay
+/// after a crash). Returns the catalog change to record.
 async fn apply_ddl(
     ctx: &ApplierContext,
     change: &DdlChange,
-    catalog: &mut Vec<CatalogChange>,
-) -> Result<(), ApplierError> {
+) -> Result<Option<CatalogChange>, ApplierError> {
     let dest = &ctx.destination;
     match change {
         DdlChange::Create { ns, options } => {
             ddl::create_namespace(dest, ns, options, true).await?;
-            catalog.push(CatalogChange::Created(source_of(ctx, ns), ns.clone()));
+            return Ok(Some(CatalogChange::Created(source_of(ctx, ns), ns.clone())));
         }
         DdlChange::Drop { ns } => {
             ddl::drop_namespace(dest, ns).await?;
-            catalog.push(CatalogChange::Dropped(ns.clone()));
+            return Ok(Some(CatalogChange::Dropped(ns.clone())));
         }
         DdlChange::Rename {
             from,
@@ -841,7 +828,7 @@ async fn apply_ddl(
                 Err(e) if e.code() == Some(codes::NAMESPACE_NOT_FOUND) => {}
                 Err(e) => return Err(e.into()),
             }
-            catalog.push(CatalogChange::Renamed(from.clone(), to.clone()));
+            return Ok(Some(CatalogChange::Renamed(from.clone(), to.clone())));
         }
         DdlChange::RenamedIn { .. } => return Err(ApplierError::CannotFollow(change.describe())),
         DdlChange::CreateIndexes { ns, indexes } => {
@@ -883,7 +870,7 @@ async fn apply_ddl(
             );
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]

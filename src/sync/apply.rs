@@ -18,6 +18,7 @@ use super::engine::Engine;
 use super::progress::{Progress, now_secs};
 use super::report::MigrationReport;
 use super::stream::{self, StreamError};
+use crate::cluster::retry::{Backoff, retry};
 use crate::cluster::{Cluster, ClusterError, Side};
 use crate::config::Config;
 use crate::plan::{self, Plan, PlanFile, Staleness};
@@ -225,7 +226,12 @@ pub async fn apply(
     let resume = existing
         .as_ref()
         .and_then(|s| s.stream.resume_token.clone());
-    let change_stream = stream::open(&source, resume.as_ref(), config.options.update_mode).await?;
+    let change_stream = retry(
+        "open the change stream",
+        Backoff::within(config.options.retry_for),
+        || stream::open(&source, resume.as_ref(), config.options.update_mode),
+    )
+    .await?;
     let start_token = stream::current_token(&change_stream).ok_or_else(|| {
         ApplyError::Cluster(source.invalid_reply(
             "aggregate $changeStream",

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::writer::{WriteError, insert_batch};
+use crate::cluster::retry::{Attempts, Backoff, Transient, retry};
 use crate::cluster::{Cluster, ClusterError};
 use crate::namespace::Namespace;
 use crate::state::{IdBound, PartitionState};
@@ -55,6 +56,8 @@ pub struct CopySettings {
     pub batch_bytes: u64,
     /// Destination write concern.
     pub write_concern: WriteConcern,
+    /// Retries of transient failures.
+    pub backoff: Backoff,
 }
 
 /// What the copy reports to the state owner.
@@ -103,6 +106,15 @@ pub enum CopyError {
     /// The state owner stopped listening (it failed).
     #[error("the copy's progress could not be recorded")]
     Disconnected,
+}
+
+impl Transient for CopyError {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Cluster(e) | Self::Write(WriteError::Cluster(e)) => e.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 /// Copies every job. Returns when all are done, on the first error, or soon after `cancel`
@@ -173,7 +185,11 @@ async fn copy_collection(
     let parts = match job.partitions.clone() {
         Some(p) if !p.is_empty() => p,
         _ => {
-            let p = partition(&ctx.source, &job, ctx.settings.partition_bytes).await?;
+            let what = format!("$sample {}", job.source);
+            let p = retry(&what, ctx.settings.backoff, || {
+                partition(&ctx.source, &job, ctx.settings.partition_bytes)
+            })
+            .await?;
             ctx.updates
                 .send(CopyUpdate::Partitioned {
                     destination: job.destination.clone(),
@@ -283,11 +299,38 @@ pub async fn partition(
     Ok(partitions)
 }
 
+/// Copies one partition; after a transient failure (an election, a dropped connection) it
+/// starts again from its last acknowledged batch, with growing pauses, until the retries are
+/// spent without progress.
 async fn copy_partition(
     ctx: &PartitionContext,
     job: &CopyJob,
-    part: PartitionState,
+    mut part: PartitionState,
     avg_doc_bytes: u64,
+) -> Result<(), CopyError> {
+    let mut attempts = Attempts::new(ctx.settings.backoff);
+    loop {
+        let Err(e) = copy_range(ctx, job, &mut part, avg_doc_bytes, &mut attempts).await else {
+            return Ok(());
+        };
+        let Some(pause) = attempts.after(&format!("copy {}", job.source), &e) else {
+            return Err(e);
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = ctx.cancel.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// One attempt at a partition, from its watermark (`resume_from`, advanced as batches are
+/// acknowledged) to its end.
+async fn copy_range(
+    ctx: &PartitionContext,
+    job: &CopyJob,
+    part: &mut PartitionState,
+    avg_doc_bytes: u64,
+    attempts: &mut Attempts,
 ) -> Result<(), CopyError> {
     if ctx.cancel.is_cancelled() {
         return Ok(());
@@ -351,27 +394,12 @@ async fn copy_partition(
             buffered_bytes += doc.as_bytes().len() as u64;
             buffer.push(doc.to_owned());
             if buffered_bytes >= settings.batch_bytes {
-                flush(
-                    ctx,
-                    job,
-                    &part,
-                    &dest_coll,
-                    &mut buffer,
-                    &mut buffered_bytes,
-                )
-                .await?;
+                flush(ctx, job, part, &dest_coll, &mut buffer, &mut buffered_bytes).await?;
+                attempts.progressed();
             }
         }
     }
-    flush(
-        ctx,
-        job,
-        &part,
-        &dest_coll,
-        &mut buffer,
-        &mut buffered_bytes,
-    )
-    .await?;
+    flush(ctx, job, part, &dest_coll, &mut buffer, &mut buffered_bytes).await?;
     ctx.updates
         .send(CopyUpdate::PartitionDone {
             destination: job.destination.clone(),
@@ -384,7 +412,7 @@ async fn copy_partition(
 async fn flush(
     ctx: &PartitionContext,
     job: &CopyJob,
-    part: &PartitionState,
+    part: &mut PartitionState,
     dest_coll: &mongodb::Collection<RawDocumentBuf>,
     buffer: &mut Vec<RawDocumentBuf>,
     buffered_bytes: &mut u64,
@@ -404,11 +432,13 @@ async fn flush(
         &ctx.settings.write_concern,
     )
     .await?;
+    let watermark = IdBound::new(last_id);
+    part.resume_from = Some(watermark.clone());
     ctx.updates
         .send(CopyUpdate::Progress {
             destination: job.destination.clone(),
             partition: part.id,
-            last_id: IdBound::new(last_id),
+            last_id: watermark,
             documents: outcome.inserted + outcome.duplicates,
             bytes: *buffered_bytes,
             duplicates: outcome.duplicates,

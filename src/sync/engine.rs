@@ -27,6 +27,7 @@ use super::report::MigrationReport;
 use super::spool::{DEFAULT_SEGMENT_BYTES, SpoolWriter, discard_before, spool_dir};
 use super::stream::{self, ReaderCheckpoint, ReaderStop, StreamError};
 use super::writer::write_concern;
+use crate::cluster::retry::{Backoff, retry};
 use crate::cluster::{Cluster, ClusterError, CollectionKind, codes};
 use crate::config::Config;
 use crate::config::model::{ApprovalPolicy, IndexPolicy, VerifyPolicy, WindowExpiry};
@@ -187,7 +188,8 @@ impl<'c> Engine<'c> {
             let ns = &action.namespace;
             match &action.change {
                 Change::Drop { .. } => {
-                    ddl::apply_change(destination, ns, &action.change, false).await?;
+                    apply_with_retries(destination, ns, &action.change, false, self.backoff())
+                        .await?;
                     if !self.state.dropped.contains(ns) {
                         self.state.dropped.push(ns.clone());
                     }
@@ -199,17 +201,20 @@ impl<'c> Engine<'c> {
                         entry.created = true;
                     }
                     self.persist()?;
-                    ddl::apply_change(destination, ns, &action.change, true).await?;
+                    apply_with_retries(destination, ns, &action.change, true, self.backoff())
+                        .await?;
                 }
                 Change::ShardCollection { .. } => {
-                    ddl::apply_change(destination, ns, &action.change, true).await?;
+                    apply_with_retries(destination, ns, &action.change, true, self.backoff())
+                        .await?;
                 }
                 Change::CreateIndex {
                     phase: IndexPhase::BeforeCopy,
                     ..
                 } => {
                     self.set_activity(&format!("building indexes of {ns}"));
-                    ddl::apply_change(destination, ns, &action.change, true).await?;
+                    apply_with_retries(destination, ns, &action.change, true, self.backoff())
+                        .await?;
                     self.state.indexes_created += 1;
                 }
                 Change::CreateIndex {
@@ -436,6 +441,10 @@ impl<'c> Engine<'c> {
         let mut reader = tokio::spawn(stream::run_reader(
             source.clone(),
             change_stream,
+            stream::Reopen {
+                update_mode: self.config.options.update_mode,
+                backoff: self.backoff(),
+            },
             spool,
             self.config.options.filter.clone(),
             checkpoint_tx,
@@ -487,7 +496,10 @@ impl<'c> Engine<'c> {
     }
 
     async fn release_block(&mut self, source: &Cluster) -> Result<(), ClusterError> {
-        block::release(source).await?;
+        retry("release the source write block", self.backoff(), || {
+            block::release(source)
+        })
+        .await?;
         self.state.cutover.write_block = WriteBlock::Off;
         tracing::info!("source writes unblocked");
         Ok(())
@@ -555,6 +567,7 @@ impl<'c> Engine<'c> {
             partition_bytes: copy.partition_size.bytes(),
             batch_bytes: copy.batch_size.bytes(),
             write_concern: write_concern(&self.config.options.write_concern),
+            backoff: self.backoff(),
         };
         let jobs = self.copy_jobs();
         if !jobs.is_empty() {
@@ -607,6 +620,7 @@ impl<'c> Engine<'c> {
             ),
             spool_dir: spool_dir(&self.lockfile),
             shard_keys: self.destination_shard_keys(),
+            backoff: self.backoff(),
         };
         let mut applier = tokio::spawn(run_applier(
             ctx,
@@ -696,6 +710,11 @@ impl<'c> Engine<'c> {
         Ok(end)
     }
 
+    /// How transient failures are retried (`options.retry_for`).
+    fn backoff(&self) -> Backoff {
+        Backoff::within(self.config.options.retry_for)
+    }
+
     fn destination_shard_keys(&self) -> HashMap<Namespace, Vec<String>> {
         self.config
             .options
@@ -746,6 +765,7 @@ impl<'c> Engine<'c> {
             *index_task = Some(tokio::spawn(build_indexes(
                 destination.clone(),
                 index_actions.to_vec(),
+                self.backoff(),
             )));
         }
         match self.state.phase {
@@ -854,7 +874,10 @@ impl<'c> Engine<'c> {
         // Recorded before the command: a crash in between still releases it.
         self.state.cutover.write_block = WriteBlock::Requested;
         self.persist()?;
-        let stopped_at = block::block(source).await?;
+        let stopped_at = retry("block source writes", self.backoff(), || {
+            block::block(source)
+        })
+        .await?;
         self.state.cutover.write_block = WriteBlock::On;
         self.state.cutover.final_time = stopped_at.map(ClusterTime);
         tracing::info!(final_time = ?stopped_at, "source writes blocked");
@@ -1012,16 +1035,41 @@ impl<'c> Engine<'c> {
     }
 }
 
+/// A catalog change, retried after transient failures (each change tolerates having been
+/// applied by an attempt whose reply was lost).
+async fn apply_with_retries(
+    destination: &Cluster,
+    ns: &Namespace,
+    change: &Change,
+    ours: bool,
+    backoff: Backoff,
+) -> Result<(), ClusterError> {
+    let what = format!("{} {ns}", change.verb());
+    retry(&what, backoff, || {
+        ddl::apply_change(destination, ns, change, ours)
+    })
+    .await
+}
+
 /// Builds the after-copy indexes; unique ones refused by documents still converging are
 /// retried. Returns how many were built.
-async fn build_indexes(destination: Cluster, actions: Vec<Action>) -> Result<u64, ClusterError> {
+async fn build_indexes(
+    destination: Cluster,
+    actions: Vec<Action>,
+    backoff: Backoff,
+) -> Result<u64, ClusterError> {
     let namespaces: BTreeSet<&Namespace> = actions.iter().map(|a| &a.namespace).collect();
     let mut built = 0;
     for ns in namespaces {
         for action in actions.iter().filter(|a| &a.namespace == ns) {
             let mut attempt = 0;
             loop {
-                match ddl::apply_change(&destination, ns, &action.change, true).await {
+                let what = format!("createIndexes {ns}");
+                let built_now = retry(&what, backoff, || {
+                    ddl::apply_change(&destination, ns, &action.change, true)
+                })
+                .await;
+                match built_now {
                     Ok(()) => break,
                     Err(e) if e.code() == Some(codes::DUPLICATE_KEY) && attempt < INDEX_RETRIES => {
                         tracing::info!(namespace = %ns, error = %e, "a unique index waits for changes in flight");

@@ -18,6 +18,7 @@ use mongodb::options::FullDocumentType;
 use tokio::sync::{mpsc, watch};
 
 use super::spool::SpoolWriter;
+use crate::cluster::retry::{Attempts, Backoff};
 use crate::cluster::{Cluster, ClusterError, codes};
 use crate::config::model::UpdateMode;
 use crate::namespace::{Namespace, NamespaceFilter};
@@ -64,6 +65,12 @@ pub enum StreamError {
     /// The state owner stopped listening (it failed).
     #[error("the change reader's progress could not be recorded")]
     Disconnected,
+}
+
+impl crate::cluster::retry::Transient for StreamError {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Cluster(e) if e.is_transient())
+    }
 }
 
 /// Opens the cluster-wide change stream, resuming after `token` when given. Update events
@@ -129,6 +136,15 @@ pub fn is_relevant(event: &RawDocument, filter: &NamespaceFilter) -> bool {
     ns_of("ns").is_some_and(matches) || ns_of("to").is_some_and(matches)
 }
 
+/// How the reader reopens its stream after a transient failure.
+#[derive(Debug, Clone, Copy)]
+pub struct Reopen {
+    /// The stream's update mode, as first opened.
+    pub update_mode: UpdateMode,
+    /// How long and how often to try.
+    pub backoff: Backoff,
+}
+
 /// When the reader should stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReaderStop {
@@ -145,10 +161,13 @@ pub enum ReaderStop {
 const MAX_DRAIN: Duration = Duration::from_secs(30);
 
 /// Reads changes into the spool until told to stop or failed, reporting a checkpoint about once
-/// a second (and a final one on the way out).
+/// a second (and a final one on the way out). A transient failure (the driver resumes once by
+/// itself; an election can take longer) reopens the stream after the last event read, whose
+/// events are already in the spool, with growing pauses until the retries are spent.
 pub async fn run_reader(
     source: Cluster,
     mut stream: ChangeStream<RawDocumentBuf>,
+    reopen: Reopen,
     mut spool: SpoolWriter,
     filter: NamespaceFilter,
     checkpoints: mpsc::Sender<ReaderCheckpoint>,
@@ -160,6 +179,7 @@ pub async fn run_reader(
     let mut last_event: Option<ClusterTime> = None;
     let mut reported_token: Option<ResumeToken> = None;
     let mut drain_started: Option<Instant> = None;
+    let mut attempts = Attempts::new(reopen.backoff);
     loop {
         // No `select!` around `next_if_any`: dropping it mid-batch could leave the stream's
         // token ahead of events not yet spooled. The short await time bounds the wait instead.
@@ -177,6 +197,7 @@ pub async fn run_reader(
         if !stopping {
             match stream.next_if_any().await {
                 Ok(Some(event)) => {
+                    attempts.progressed();
                     if is_relevant(&event, &filter) {
                         spool.append(&event)?;
                         pending_events += 1;
@@ -186,8 +207,24 @@ pub async fn run_reader(
                         }
                     }
                 }
-                Ok(None) => {}
-                Err(e) => return Err(classify(source.error("getMore (change stream)", &e))),
+                Ok(None) => attempts.progressed(),
+                Err(e) => {
+                    let e = source.error("getMore (change stream)", &e);
+                    let Some(pause) = attempts.after("change stream", &e) else {
+                        return Err(classify(e));
+                    };
+                    tokio::time::sleep(pause).await;
+                    let token = current_token(&stream);
+                    match open(&source, token.as_ref(), reopen.update_mode).await {
+                        Ok(reopened) => stream = reopened,
+                        // The next getMore fails on the old stream and counts another attempt.
+                        Err(StreamError::Cluster(e)) if e.is_transient() => {
+                            tracing::warn!(error = %e, "the change stream could not be reopened yet");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    continue;
+                }
             }
         }
         let due =

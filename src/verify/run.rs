@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::matcher::{IdKey, Matcher, RangeOutcome, describe_key, key_and_hash};
 use super::metadata::{compare_indexes, compare_options};
 use super::report::{NamespaceReport, VERIFY_FORMAT_VERSION, VerifyMode, VerifyReport};
+use crate::cluster::retry::{Backoff, Transient, retry};
 use crate::cluster::{Cluster, ClusterError, CollectionKind, InspectRequest, inspect};
 use crate::config::Config;
 use crate::config::model::IndexPolicy;
@@ -65,6 +66,12 @@ pub enum VerifyError {
     /// Interrupted; the checkpoint holds what was verified.
     #[error("verification interrupted; run it again to continue from the checkpoint")]
     Interrupted,
+}
+
+impl Transient for VerifyError {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Cluster(e) if e.is_transient())
+    }
 }
 
 /// The checkpoint file: completed ranges and their results.
@@ -255,6 +262,7 @@ pub async fn verify(
             mode: request.mode,
             recheck: request.recheck,
             partition_bytes: copy.partition_size.bytes(),
+            backoff: Backoff::within(config.options.retry_for),
             cancel: cancel.clone(),
         };
         tasks.spawn(async move { ctx.run(job, report).await });
@@ -310,6 +318,7 @@ struct NamespaceTask {
     mode: VerifyMode,
     recheck: bool,
     partition_bytes: u64,
+    backoff: Backoff,
     cancel: CancellationToken,
 }
 
@@ -319,7 +328,9 @@ impl NamespaceTask {
         job: CopyJob,
         mut report: NamespaceReport,
     ) -> Result<NamespaceReport, VerifyError> {
-        let (source_count, destination_count) = self.counts(&job).await?;
+        let what = format!("count {}", job.source);
+        let (source_count, destination_count) =
+            retry(&what, self.backoff, || self.counts(&job)).await?;
         report.source_count = source_count;
         report.destination_count = destination_count;
         if self.mode == VerifyMode::Counts {
@@ -329,7 +340,11 @@ impl NamespaceTask {
         let (partitions, mut results) = match self.shared.partitions(&key) {
             Some(p) if !p.0.is_empty() => p,
             _ => {
-                let p = partition(&self.source, &job, self.partition_bytes).await?;
+                let what = format!("$sample {}", job.source);
+                let p = retry(&what, self.backoff, || {
+                    partition(&self.source, &job, self.partition_bytes)
+                })
+                .await?;
                 self.shared.record_partitions(&key, p.clone());
                 (p, Vec::new())
             }
@@ -349,7 +364,9 @@ impl NamespaceTask {
                 if this.cancel.is_cancelled() {
                     return Ok(None);
                 }
-                let result = this.compare_range(&job, &part).await?;
+                // A range is compared again from its start after a transient failure.
+                let what = format!("verify {}", job.source);
+                let result = retry(&what, this.backoff, || this.compare_range(&job, &part)).await?;
                 this.shared
                     .record_result(&job.destination.to_string(), result.clone());
                 Ok::<_, VerifyError>(Some(result))

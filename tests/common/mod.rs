@@ -98,6 +98,39 @@ impl Pair {
             .expect("a lockfile")
     }
 
+    /// Waits until the lockfile's state satisfies `ready`; fails with the output of `apply`
+    /// (killed) when it ends first or `limit` passes.
+    pub fn wait_for_state(
+        &self,
+        apply: &mut Child,
+        what: &str,
+        limit: Duration,
+        ready: impl Fn(&MigrationState) -> bool,
+    ) {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(s)) = lockfile::load(&self.lockfile())
+                && ready(&s)
+            {
+                return;
+            }
+            let ended = apply.try_wait().ok().flatten().is_some();
+            if ended || start.elapsed() > limit {
+                let _ = apply.kill();
+                let _ = apply.wait();
+                let mut text = String::new();
+                if let Some(o) = apply.stdout.as_mut() {
+                    let _ = std::io::Read::read_to_string(o, &mut text);
+                }
+                if let Some(e) = apply.stderr.as_mut() {
+                    let _ = std::io::Read::read_to_string(e, &mut text);
+                }
+                panic!("apply did not reach {what} within {limit:?}:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits until the lockfile shows `phase` (or a later one), up to `limit`.
     pub fn wait_for_phase(&self, phase: Phase, limit: Duration) {
         let start = Instant::now();

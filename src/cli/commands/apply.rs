@@ -175,6 +175,16 @@ fn report(result: Result<ApplyOutcome, ApplyError>, json: bool, out: &Output) ->
                     h.id
                 ));
             }
+            if let Err(
+                ApplyError::Cluster(_)
+                | ApplyError::Stream(_)
+                | ApplyError::Copy(_)
+                | ApplyError::Changes(_)
+                | ApplyError::Verify(_),
+            ) = &result
+            {
+                out.err("hint: the migration's state is saved; once the cause is fixed, `mongoshift apply` resumes where it stopped\n");
+            }
         }
     }
     code

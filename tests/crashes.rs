@@ -1,0 +1,284 @@
+//! The crash matrix: `apply` is killed (SIGKILL, no chance to save anything) at each phase of a
+//! migration with a live writer, then run again to the end; the destination must then hold
+//! exactly the source's documents, and the source's write block must be off.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bson::{Document, doc};
+use common::{Pair, Writer, block_on, client, output};
+use mongoshift::state::{MigrationState, Phase, WriteBlock};
+use mongoshift_testkit::TestServerHandle;
+
+const BASE: i64 = 3000;
+
+const CONFIG: &str = "[options.copy]\npartition_size = \"1MiB\"\nbatch_size = \"64KiB\"\nparallel_partitions = 2\n[cutover]\nblock_source_writes = true\nmax_lag = \"2s\"\n";
+
+/// Where to kill, and how to make that moment last long enough to hit it.
+struct Moment {
+    name: &'static str,
+    /// `failCommand` data slowing the destination (`None`: no slowing needed).
+    slow: Option<fn() -> Document>,
+    /// Approve the cutover before the kill (the moment is inside the cutover).
+    approve_first: bool,
+    reached: fn(&MigrationState) -> bool,
+}
+
+fn slow(commands: &[&str], millis: i32) -> Document {
+    doc! { "failCommands": commands.to_vec(), "blockConnection": true, "blockTimeMS": millis }
+}
+
+fn moments() -> Vec<Moment> {
+    vec![
+        Moment {
+            name: "creating namespaces",
+            slow: Some(|| slow(&["create"], 400)),
+            approve_first: false,
+            reached: |s| s.phase == Phase::Preparing && s.namespaces.iter().any(|n| n.created),
+        },
+        Moment {
+            name: "mid-partition",
+            slow: Some(|| slow(&["insert"], 150)),
+            approve_first: false,
+            reached: |s| {
+                s.phase == Phase::Copying
+                    && s.namespaces
+                        .iter()
+                        .flat_map(|n| &n.partitions)
+                        .any(|p| p.resume_from.is_some() && !p.done)
+            },
+        },
+        Moment {
+            name: "spooling",
+            slow: Some(|| slow(&["insert"], 100)),
+            approve_first: false,
+            reached: |s| s.phase == Phase::Copying && s.stream.events_spooled > 20,
+        },
+        Moment {
+            name: "index build",
+            slow: Some(|| slow(&["createIndexes"], 1500)),
+            approve_first: false,
+            reached: |s| {
+                s.phase == Phase::CatchingUp && s.namespaces.iter().any(|n| !n.indexes_built)
+            },
+        },
+        Moment {
+            name: "applying",
+            slow: Some(|| slow(&["update", "delete"], 50)),
+            approve_first: false,
+            reached: |s| s.phase >= Phase::CatchingUp && s.sync.counts.total() > 20,
+        },
+        Moment {
+            name: "after the write block",
+            slow: None,
+            approve_first: true,
+            reached: |s| s.cutover.write_block == WriteBlock::On,
+        },
+        Moment {
+            name: "draining",
+            slow: Some(|| slow(&["update", "delete"], 300)),
+            approve_first: true,
+            reached: |s| s.phase == Phase::CuttingOver && s.cutover.final_time.is_some(),
+        },
+        Moment {
+            name: "verifying",
+            slow: Some(|| slow(&["find"], 300)),
+            approve_first: true,
+            reached: |s| s.phase == Phase::Verifying,
+        },
+    ]
+}
+
+fn seed(server: &TestServerHandle) {
+    block_on(async {
+        let c = client(server).await;
+        let shop = c.database("shop");
+        let pad = "x".repeat(700);
+        shop.collection::<Document>("orders")
+            .insert_many(
+                (0..BASE)
+                    .map(|i| doc! { "_id": i, "v": i, "customer": i % 17, "pad": pad.clone() }),
+            )
+            .await
+            .unwrap();
+        shop.run_command(doc! { "createIndexes": "orders", "indexes": [{ "key": { "customer": 1 }, "name": "customer_1" }] })
+            .await
+            .unwrap();
+        for coll in ["a", "b", "c"] {
+            c.database("crm")
+                .collection::<Document>(coll)
+                .insert_many((0..200).map(|i| doc! { "_id": i, "n": i }))
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// Per namespace, `_id` (as Extended JSON) → raw document bytes.
+type Contents = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+fn documents(server: &TestServerHandle) -> Contents {
+    common::contents(server)
+        .into_iter()
+        .map(|(ns, (_, _, docs))| {
+            let by_id = docs
+                .into_iter()
+                .map(|d| {
+                    let raw = bson::RawDocumentBuf::from_bytes(d.clone()).unwrap();
+                    let id = bson::Bson::try_from(raw.get("_id").unwrap().unwrap()).unwrap();
+                    (id.into_canonical_extjson().to_string(), d)
+                })
+                .collect();
+            (ns, by_id)
+        })
+        .collect()
+}
+
+/// (lost, extra, different) documents of the destination against the source.
+fn compare(source: &Contents, destination: &Contents) -> (usize, usize, usize) {
+    let empty = BTreeMap::new();
+    let (mut lost, mut extra, mut different) = (0, 0, 0);
+    for (ns, docs) in source {
+        let other = destination.get(ns).unwrap_or(&empty);
+        for (id, bytes) in docs {
+            match other.get(id) {
+                None => lost += 1,
+                Some(b) if b != bytes => different += 1,
+                Some(_) => {}
+            }
+        }
+        extra += other.keys().filter(|id| !docs.contains_key(*id)).count();
+    }
+    for (ns, docs) in destination {
+        if !source.contains_key(ns) {
+            extra += docs.len();
+        }
+    }
+    (lost, extra, different)
+}
+
+fn source_accepts_writes(server: &TestServerHandle) -> bool {
+    block_on(async {
+        client(server)
+            .await
+            .database("probe")
+            .collection::<Document>("w")
+            .insert_one(doc! { "x": 1 })
+            .await
+            .is_ok()
+    })
+}
+
+struct Outcome {
+    lost: usize,
+    extra: usize,
+    different: usize,
+}
+
+fn kill_at(moment: &Moment) -> Outcome {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config(CONFIG);
+    let writer = Writer::start(&pair.source, BASE, false, Duration::from_millis(3));
+    if let Some(data) = moment.slow
+        && !moment.approve_first
+    {
+        let mut command = doc! { "configureFailPoint": "failCommand", "mode": "alwaysOn" };
+        command.insert("data", data());
+        pair.destination.configure_fail_point(&command).unwrap();
+    }
+    let mut apply = pair.spawn_apply(&[]);
+    if moment.approve_first {
+        pair.wait_for_state(&mut apply, "ready", Duration::from_secs(120), |s| {
+            s.phase >= Phase::Ready
+        });
+        if let Some(data) = moment.slow {
+            let mut command = doc! { "configureFailPoint": "failCommand", "mode": "alwaysOn" };
+            command.insert("data", data());
+            pair.destination.configure_fail_point(&command).unwrap();
+        }
+        assert_eq!(pair.run(&["cutover"]).code, 0);
+    }
+    pair.wait_for_state(
+        &mut apply,
+        moment.name,
+        Duration::from_secs(120),
+        moment.reached,
+    );
+    apply.kill().expect("SIGKILL");
+    let _ = apply.wait();
+    pair.destination.clear_fail_points();
+
+    // Run again until committed; before the cutover started, approve it once ready.
+    let mut again = pair.spawn_apply(&[]);
+    if !moment.approve_first {
+        pair.wait_for_state(
+            &mut again,
+            "ready after the restart",
+            Duration::from_secs(120),
+            |s| s.phase >= Phase::Ready,
+        );
+        assert_eq!(pair.run(&["cutover"]).code, 0);
+    }
+    let written = writer.wait_refused(Duration::from_secs(120));
+    let (code, stdout, stderr) = output(again);
+    assert_eq!(code, 0, "{}: {stdout}\n{stderr}", moment.name);
+    assert!(written.changes > 0, "{}: the writer wrote", moment.name);
+    let (lost, extra, different) = compare(&documents(&pair.source), &documents(&pair.destination));
+    assert!(
+        source_accepts_writes(&pair.source),
+        "{}: the write block is off after the run",
+        moment.name
+    );
+    Outcome {
+        lost,
+        extra,
+        different,
+    }
+}
+
+#[test]
+fn killed_at_every_phase_it_converges() {
+    let started = Instant::now();
+    let moments = moments();
+    let mut total = Outcome {
+        lost: 0,
+        extra: 0,
+        different: 0,
+    };
+    for chunk in moments.chunks(2) {
+        let handles: Vec<_> = chunk
+            .iter()
+            .map(|m| {
+                let m = Moment {
+                    name: m.name,
+                    slow: m.slow,
+                    approve_first: m.approve_first,
+                    reached: m.reached,
+                };
+                std::thread::spawn(move || (m.name, kill_at(&m)))
+            })
+            .collect();
+        for h in handles {
+            let (name, o) = h.join().expect("scenario");
+            eprintln!(
+                "  killed while {name}: {} lost, {} extra, {} different",
+                o.lost, o.extra, o.different
+            );
+            total.lost += o.lost;
+            total.extra += o.extra;
+            total.different += o.different;
+        }
+    }
+    eprintln!(
+        "reliability: {} kills, {} lost, {} duplicated, {} different ({:.0}s)",
+        moments.len(),
+        total.lost,
+        total.extra,
+        total.different,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!((total.lost, total.extra, total.different), (0, 0, 0));
+}
