@@ -21,8 +21,10 @@
 //!   command family, reply finishing (`ok`, `$clusterTime`, `operationTime`);
 //! - [`engine`]: catalog, documents and indexes, oplog and logical clock, cursors, sessions;
 //! - [`server`]: listener, per-connection tasks, graceful shutdown, and the public API;
+//! - [`auth`]: users, SCRAM, built-in roles and per-command authorization;
 //! - [`query`]: the pure query language (filters, updates, projections, sorts, aggregation).
 
+pub mod auth;
 pub mod command;
 pub mod connection;
 pub mod engine;
@@ -31,6 +33,7 @@ pub mod query;
 pub mod server;
 pub mod wire;
 
+pub use auth::{RoleName, UserError, UserSpec};
 pub use engine::Mode;
 pub use error::CommandError;
 pub use server::{ServerError, TestServer, TestServerBuilder, TestServerHandle};

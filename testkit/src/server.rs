@@ -5,6 +5,9 @@
 //! runtimes, or is synchronous code driving a subprocess. Shutdown follows mini-redis: a
 //! broadcast tells every connection task to stop after its current command, and an mpsc channel
 //! whose senders live in those tasks tells the listener when all of them are gone.
+//!
+//! With users configured, connections must authenticate (`crate::auth`); by default there are
+//! none and everything is allowed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +16,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 
+use crate::auth::user::UserDb;
+use crate::auth::{Authenticator, ConnAuth, UserError, UserSpec};
 use crate::command::{self, ConnState, Outcome};
 use crate::connection::Connection;
 use crate::engine::{Engine, EngineConfig, Mode};
@@ -37,6 +42,9 @@ pub enum ServerError {
     /// Building the server's runtime or thread failed.
     #[error("cannot start the server runtime: {0}")]
     Runtime(std::io::Error),
+    /// A declared user is invalid (unknown role, duplicate, ...).
+    #[error(transparent)]
+    User(#[from] UserError),
 }
 
 /// Entry point: `TestServer::builder()...start().await`.
@@ -66,6 +74,8 @@ pub struct TestServerBuilder {
     noop_interval: Duration,
     /// argv reported by `getCmdLineOpts`.
     argv: Vec<String>,
+    /// Users; when there is at least one, clients must authenticate.
+    users: Vec<UserSpec>,
 }
 
 impl Default for TestServerBuilder {
@@ -77,6 +87,7 @@ impl Default for TestServerBuilder {
             oplog_max_events: 100_000,
             noop_interval: Duration::from_secs(10),
             argv: vec!["mongoshift-testkit".to_string()],
+            users: Vec::new(),
         }
     }
 }
@@ -119,6 +130,26 @@ impl TestServerBuilder {
         self
     }
 
+    /// Adds a user and turns authentication on. The user lives in `admin`, or in `db` when
+    /// `name` is `name@db`; roles are built-in role names, `role` meaning the role on the
+    /// user's database and `role@db` on another, e.g.
+    /// `.user("app", "secret", ["readWrite@shop", "clusterMonitor"])`. The user can log in with
+    /// SCRAM-SHA-256 and SCRAM-SHA-1. Unknown roles make [`start`](Self::start) fail.
+    pub fn user<I, S>(mut self, name: &str, password: &str, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.users.push(UserSpec::new(name, password, roles));
+        self
+    }
+
+    /// Adds an already built user specification (see [`UserSpec::parse_cli`]).
+    pub fn user_spec(mut self, spec: UserSpec) -> Self {
+        self.users.push(spec);
+        self
+    }
+
     /// Starts the server on its own thread and runtime and returns once it is listening.
     pub async fn start(self) -> Result<TestServerHandle, ServerError> {
         self.start_blocking()
@@ -126,6 +157,10 @@ impl TestServerBuilder {
 
     /// Like [`start`](Self::start), for synchronous callers.
     pub fn start_blocking(self) -> Result<TestServerHandle, ServerError> {
+        let users = UserDb::new(self.users)?;
+        let security = Security {
+            auth: (!users.is_empty()).then(|| Arc::new(Authenticator::new(users))),
+        };
         let std_listener =
             std::net::TcpListener::bind(("127.0.0.1", self.port)).map_err(|source| {
                 ServerError::Bind {
@@ -160,7 +195,7 @@ impl TestServerBuilder {
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(std_listener) {
-                        Ok(listener) => serve(listener, thread_engine, stop_rx).await,
+                        Ok(listener) => serve(listener, thread_engine, security, stop_rx).await,
                         Err(e) => tracing::error!(error = %e, "cannot register the listener"),
                     }
                 });
@@ -196,7 +231,7 @@ pub struct TestServerHandle {
 
 impl TestServerHandle {
     /// The connection string: `mongodb://127.0.0.1:PORT/?replicaSet=rs0` for a replica set,
-    /// `mongodb://127.0.0.1:PORT/` for a standalone.
+    /// `mongodb://127.0.0.1:PORT/` for a standalone. Credentials are not included.
     pub fn uri(&self) -> String {
         if self.engine.is_replica_set() {
             format!(
@@ -256,8 +291,20 @@ impl Drop for TestServerHandle {
     }
 }
 
+/// What every connection needs besides the engine: authentication settings.
+#[derive(Clone)]
+struct Security {
+    /// Users and cursor owners; `None` when the server has no users.
+    auth: Option<Arc<Authenticator>>,
+}
+
 /// Accepts connections until `stop` fires, then shuts down gracefully.
-async fn serve(listener: TcpListener, engine: Arc<Engine>, mut stop: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    security: Security,
+    mut stop: oneshot::Receiver<()>,
+) {
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -289,11 +336,12 @@ async fn serve(listener: TcpListener, engine: Arc<Engine>, mut stop: oneshot::Re
             }
         };
         let engine = Arc::clone(&engine);
+        let security = security.clone();
         let mut shutdown = notify_shutdown.subscribe();
         let complete = shutdown_complete_tx.clone();
         tokio::spawn(async move {
             engine.connection_opened();
-            handle_connection(&engine, socket, peer, &mut shutdown).await;
+            handle_connection(&engine, &security, socket, peer, &mut shutdown).await;
             engine.connection_closed();
             drop(permit);
             drop(complete);
@@ -326,6 +374,7 @@ async fn housekeeping(engine: Arc<Engine>, mut shutdown: broadcast::Receiver<()>
 /// Serves one connection until the peer leaves, breaks the protocol, or the server stops.
 async fn handle_connection(
     engine: &Arc<Engine>,
+    security: &Security,
     socket: TcpStream,
     peer: SocketAddr,
     shutdown: &mut broadcast::Receiver<()>,
@@ -334,6 +383,7 @@ async fn handle_connection(
     let mut state = ConnState {
         id: engine.next_connection_id(),
         peer: peer.to_string(),
+        auth: ConnAuth::new(security.auth.clone()),
         ..ConnState::default()
     };
     loop {

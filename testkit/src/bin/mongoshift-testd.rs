@@ -2,7 +2,7 @@
 //! trying clients (mongosh, pymongo) by hand.
 //!
 //! `mongoshift-testd --port 0 --mode replset --replset rs0 [--oplog-max-events N]
-//! [--noop-interval-ms MS]` prints
+//! [--noop-interval-ms MS] [--user NAME[@DB]:PASSWORD[:ROLE[@DB],...]]...` prints
 //! `listening on 127.0.0.1:PORT` as its first stdout line, serves until SIGINT/SIGTERM, then
 //! exits 0.
 
@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use mongoshift_testkit::{Mode, TestServer};
+use mongoshift_testkit::{Mode, TestServer, UserSpec};
 
 /// Command-line options.
 #[derive(Debug, Parser)]
@@ -36,6 +36,17 @@ struct Args {
     /// change-stream high-water marks advance.
     #[arg(long, default_value_t = 10_000)]
     noop_interval_ms: u64,
+    /// A user, repeatable; with at least one, clients must authenticate (SCRAM-SHA-256 or
+    /// SCRAM-SHA-1). NAME[@DB]:PASSWORD[:ROLE,...]: the user lives in admin unless @DB is given;
+    /// a ROLE is a built-in role on the user's database or ROLE@DB; without a role list the user
+    /// is root, with an empty one (NAME:PASSWORD:) it has no roles. The password cannot
+    /// contain ':'.
+    #[arg(long = "user", value_name = "NAME:PASSWORD[:ROLES]", value_parser = parse_user)]
+    users: Vec<UserSpec>,
+}
+
+fn parse_user(value: &str) -> Result<UserSpec, String> {
+    UserSpec::parse_cli(value).map_err(|e| e.to_string())
 }
 
 /// The `--mode` values.
@@ -57,15 +68,17 @@ fn main() -> ExitCode {
         CliMode::Replset => Mode::ReplicaSet,
         CliMode::Standalone => Mode::Standalone,
     };
-    let server = match TestServer::builder()
+    let mut builder = TestServer::builder()
         .mode(mode)
         .replica_set_name(args.replset)
         .port(args.port)
         .oplog_max_events(args.oplog_max_events)
         .noop_interval(std::time::Duration::from_millis(args.noop_interval_ms))
-        .argv(std::env::args().collect())
-        .start_blocking()
-    {
+        .argv(std::env::args().collect());
+    for user in args.users {
+        builder = builder.user_spec(user);
+    }
+    let server = match builder.start_blocking() {
         Ok(server) => server,
         Err(e) => {
             eprintln!("mongoshift-testd: {e}");

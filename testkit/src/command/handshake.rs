@@ -76,5 +76,6 @@ pub fn hello(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     reply.insert("minWireVersion", 0);
     reply.insert("maxWireVersion", MAX_WIRE_VERSION);
     reply.insert("readOnly", false);
+    crate::command::auth::extend_hello(ctx, request, &mut reply)?;
     to_raw(&reply)
 }
