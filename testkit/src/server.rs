@@ -6,8 +6,8 @@
 //! broadcast tells every connection task to stop after its current command, and an mpsc channel
 //! whose senders live in those tasks tells the listener when all of them are gone.
 //!
-//! With users configured, connections must authenticate (`crate::auth`); by default there are
-//! none and everything is allowed.
+//! With users configured, connections must authenticate (`crate::auth`); with a TLS
+//! certificate, the listener speaks only TLS (`crate::tls`). Both are off by default.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::user::UserDb;
 use crate::auth::{Authenticator, ConnAuth, UserError, UserSpec};
@@ -27,6 +28,9 @@ use crate::wire::{self, Request};
 /// How many connections may be open at once (mongod's default `maxIncomingConnections` is far
 /// higher; tests never come close to this).
 const MAX_CONNECTIONS: usize = 10_000;
+
+/// How long a client may take to complete the TLS handshake before it is disconnected.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors starting or stopping a server.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,9 @@ pub enum ServerError {
     /// A declared user is invalid (unknown role, duplicate, ...).
     #[error(transparent)]
     User(#[from] UserError),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Entry point: `TestServer::builder()...start().await`.
@@ -76,6 +83,8 @@ pub struct TestServerBuilder {
     argv: Vec<String>,
     /// Users; when there is at least one, clients must authenticate.
     users: Vec<UserSpec>,
+    /// PEM certificate chain and private key; when set, only TLS is accepted.
+    tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for TestServerBuilder {
@@ -88,6 +97,7 @@ impl Default for TestServerBuilder {
             noop_interval: Duration::from_secs(10),
             argv: vec!["mongoshift-testkit".to_string()],
             users: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -150,6 +160,13 @@ impl TestServerBuilder {
         self
     }
 
+    /// Serves TLS only, with this PEM certificate chain (server certificate first) and PEM
+    /// private key. Clients connect with `tls=true` and a CA that signed the certificate.
+    pub fn tls(mut self, cert_pem: impl AsRef<[u8]>, key_pem: impl AsRef<[u8]>) -> Self {
+        self.tls = Some((cert_pem.as_ref().to_vec(), key_pem.as_ref().to_vec()));
+        self
+    }
+
     /// Starts the server on its own thread and runtime and returns once it is listening.
     pub async fn start(self) -> Result<TestServerHandle, ServerError> {
         self.start_blocking()
@@ -160,7 +177,12 @@ impl TestServerBuilder {
         let users = UserDb::new(self.users)?;
         let security = Security {
             auth: (!users.is_empty()).then(|| Arc::new(Authenticator::new(users))),
+            tls: match &self.tls {
+                Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+                None => None,
+            },
         };
+        let tls = security.tls.is_some();
         let std_listener =
             std::net::TcpListener::bind(("127.0.0.1", self.port)).map_err(|source| {
                 ServerError::Bind {
@@ -206,6 +228,7 @@ impl TestServerBuilder {
             .map_err(ServerError::Runtime)?;
         Ok(TestServerHandle {
             addr,
+            tls,
             engine,
             stop: Some(stop_tx),
             done: Some(done_rx),
@@ -219,6 +242,8 @@ impl TestServerBuilder {
 pub struct TestServerHandle {
     /// The bound address (always 127.0.0.1).
     addr: SocketAddr,
+    /// Whether the listener speaks only TLS (the URI then says `tls=true`).
+    tls: bool,
     /// The shared state, for failpoint control from Rust.
     engine: Arc<Engine>,
     /// Fires the shutdown.
@@ -231,16 +256,25 @@ pub struct TestServerHandle {
 
 impl TestServerHandle {
     /// The connection string: `mongodb://127.0.0.1:PORT/?replicaSet=rs0` for a replica set,
-    /// `mongodb://127.0.0.1:PORT/` for a standalone. Credentials are not included.
+    /// `mongodb://127.0.0.1:PORT/` for a standalone, with `tls=true` added when the server
+    /// speaks TLS (clients still need `tlsCAFile`). Credentials are not included.
     pub fn uri(&self) -> String {
-        if self.engine.is_replica_set() {
+        let mut uri = if self.engine.is_replica_set() {
             format!(
                 "mongodb://{}/?replicaSet={}",
                 self.addr, self.engine.config.set_name
             )
         } else {
             format!("mongodb://{}/", self.addr)
+        };
+        if self.tls {
+            uri.push_str(if uri.contains('?') {
+                "&tls=true"
+            } else {
+                "?tls=true"
+            });
         }
+        uri
     }
 
     /// The listening address.
@@ -291,11 +325,13 @@ impl Drop for TestServerHandle {
     }
 }
 
-/// What every connection needs besides the engine: authentication settings.
+/// What every connection needs besides the engine: authentication and TLS settings.
 #[derive(Clone)]
 struct Security {
     /// Users and cursor owners; `None` when the server has no users.
     auth: Option<Arc<Authenticator>>,
+    /// The TLS acceptor; `None` for plain TCP.
+    tls: Option<TlsAcceptor>,
 }
 
 /// Accepts connections until `stop` fires, then shuts down gracefully.
@@ -379,7 +415,30 @@ async fn handle_connection(
     peer: SocketAddr,
     shutdown: &mut broadcast::Receiver<()>,
 ) {
-    let mut connection = Connection::new(socket);
+    let mut connection = match &security.tls {
+        None => Connection::new(socket),
+        Some(acceptor) => {
+            let _ = socket.set_nodelay(true);
+            // The handshake runs in the connection's task so a slow client never blocks
+            // accepting others; a plain-text client fails it and is disconnected.
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket));
+            let stream = tokio::select! {
+                _ = shutdown.recv() => return,
+                result = handshake => match result {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            Connection::from_stream(stream)
+        }
+    };
     let mut state = ConnState {
         id: engine.next_connection_id(),
         peer: peer.to_string(),

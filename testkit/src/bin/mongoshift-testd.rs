@@ -2,7 +2,8 @@
 //! trying clients (mongosh, pymongo) by hand.
 //!
 //! `mongoshift-testd --port 0 --mode replset --replset rs0 [--oplog-max-events N]
-//! [--noop-interval-ms MS] [--user NAME[@DB]:PASSWORD[:ROLE[@DB],...]]...` prints
+//! [--noop-interval-ms MS] [--user NAME[@DB]:PASSWORD[:ROLE[@DB],...]]...
+//! [--tls-cert PEM --tls-key PEM]` prints
 //! `listening on 127.0.0.1:PORT` as its first stdout line, serves until SIGINT/SIGTERM, then
 //! exits 0.
 
@@ -43,6 +44,12 @@ struct Args {
     /// contain ':'.
     #[arg(long = "user", value_name = "NAME:PASSWORD[:ROLES]", value_parser = parse_user)]
     users: Vec<UserSpec>,
+    /// PEM file with the server certificate (and chain); the server then accepts only TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM file with the private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 fn parse_user(value: &str) -> Result<UserSpec, String> {
@@ -77,6 +84,18 @@ fn main() -> ExitCode {
         .argv(std::env::args().collect());
     for user in args.users {
         builder = builder.user_spec(user);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        match read(cert).and_then(|c| read(key).map(|k| (c, k))) {
+            Ok((cert, key)) => builder = builder.tls(cert, key),
+            Err(e) => {
+                eprintln!("mongoshift-testd: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let server = match builder.start_blocking() {
         Ok(server) => server,
