@@ -2,13 +2,13 @@
 //!
 //! Responsibilities: enforce the message size limit before allocating, read exactly one
 //! message at a time (clients never pipeline except with `moreToCome`), verify checksums, and
-//! write replies with increasing request ids. It knows frames, not commands.
+//! write replies with increasing request ids. It knows frames, not commands, and not whether
+//! the bytes travel over plain TCP or TLS.
 
 use std::io;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::wire::{self, HEADER_LEN, Header, Request, WireError};
 
@@ -23,16 +23,29 @@ pub enum ConnectionError {
     Protocol(#[from] WireError),
 }
 
-/// A framed MongoDB connection over TCP.
-#[derive(Debug)]
+/// The read side of a socket or TLS stream. Boxed so one `Connection` type serves both; the
+/// buffers below make the dynamic call a per-syscall cost, not a per-byte one.
+type ReadSide = Box<dyn AsyncRead + Send + Unpin>;
+/// The write side of a socket or TLS stream.
+type WriteSide = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A framed MongoDB connection over TCP or TLS.
 pub struct Connection {
     /// Buffered read side: most requests are small, so buffering saves syscalls.
-    reader: BufReader<OwnedReadHalf>,
+    reader: BufReader<ReadSide>,
     /// Buffered write side, flushed after every reply so a client never waits on our buffer.
-    writer: BufWriter<OwnedWriteHalf>,
+    writer: BufWriter<WriteSide>,
     /// Our own request-id counter for replies (clients that check `responseTo` ignore it,
     /// but pymongo and Node expect it to be set).
     next_request_id: i32,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("next_request_id", &self.next_request_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Connection {
@@ -41,6 +54,19 @@ impl Connection {
         // Small replies (hello, acks) must not wait for Nagle's algorithm.
         let _ = socket.set_nodelay(true);
         let (read, write) = socket.into_split();
+        Connection::from_halves(Box::new(read), Box::new(write))
+    }
+
+    /// Wraps any byte stream, e.g. a TLS stream over an accepted socket.
+    pub fn from_stream<S>(stream: S) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (read, write) = tokio::io::split(stream);
+        Connection::from_halves(Box::new(read), Box::new(write))
+    }
+
+    fn from_halves(read: ReadSide, write: WriteSide) -> Connection {
         Connection {
             reader: BufReader::with_capacity(64 * 1024, read),
             writer: BufWriter::with_capacity(64 * 1024, write),

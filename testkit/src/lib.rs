@@ -22,16 +22,22 @@
 //!   command family, reply finishing (`ok`, `$clusterTime`, `operationTime`);
 //! - [`engine`]: catalog, documents and indexes, oplog and logical clock, cursors, sessions;
 //! - [`server`]: listener, per-connection tasks, graceful shutdown, and the public API;
+//! - [`auth`]: users, SCRAM, built-in roles and per-command authorization;
+//! - [`tls`]: the TLS acceptor (rustls, ring provider);
 //! - [`query`]: the pure query language (filters, updates, projections, sorts, aggregation).
 
+pub mod auth;
 pub mod command;
 pub mod connection;
 pub mod engine;
 pub mod error;
 pub mod query;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
+pub use auth::{RoleName, UserError, UserSpec};
 pub use engine::Mode;
 pub use error::CommandError;
 pub use server::{ServerError, TestServer, TestServerBuilder, TestServerHandle};
+pub use tls::TlsError;

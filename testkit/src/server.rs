@@ -5,6 +5,9 @@
 //! runtimes, or is synchronous code driving a subprocess. Shutdown follows mini-redis: a
 //! broadcast tells every connection task to stop after its current command, and an mpsc channel
 //! whose senders live in those tasks tells the listener when all of them are gone.
+//!
+//! With users configured, connections must authenticate (`crate::auth`); with a TLS
+//! certificate, the listener speaks only TLS (`crate::tls`). Both are off by default.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +15,10 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
 
+use crate::auth::user::UserDb;
+use crate::auth::{Authenticator, ConnAuth, UserError, UserSpec};
 use crate::command::{self, ConnState, Outcome};
 use crate::connection::Connection;
 use crate::engine::{Engine, EngineConfig, Mode};
@@ -22,6 +28,9 @@ use crate::wire::{self, Request};
 /// How many connections may be open at once (mongod's default `maxIncomingConnections` is far
 /// higher; tests never come close to this).
 const MAX_CONNECTIONS: usize = 10_000;
+
+/// How long a client may take to complete the TLS handshake before it is disconnected.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors starting or stopping a server.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +46,12 @@ pub enum ServerError {
     /// Building the server's runtime or thread failed.
     #[error("cannot start the server runtime: {0}")]
     Runtime(std::io::Error),
+    /// A declared user is invalid (unknown role, duplicate, ...).
+    #[error(transparent)]
+    User(#[from] UserError),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Entry point: `TestServer::builder()...start().await`.
@@ -68,6 +83,10 @@ pub struct TestServerBuilder {
     noop_interval: Duration,
     /// argv reported by `getCmdLineOpts`.
     argv: Vec<String>,
+    /// Users; when there is at least one, clients must authenticate.
+    users: Vec<UserSpec>,
+    /// PEM certificate chain and private key; when set, only TLS is accepted.
+    tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for TestServerBuilder {
@@ -80,6 +99,8 @@ impl Default for TestServerBuilder {
             oplog_max_events: 100_000,
             noop_interval: Duration::from_secs(10),
             argv: vec!["mongoshift-testkit".to_string()],
+            users: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -129,6 +150,33 @@ impl TestServerBuilder {
         self
     }
 
+    /// Adds a user and turns authentication on. The user lives in `admin`, or in `db` when
+    /// `name` is `name@db`; roles are built-in role names, `role` meaning the role on the
+    /// user's database and `role@db` on another, e.g.
+    /// `.user("app", "secret", ["readWrite@shop", "clusterMonitor"])`. The user can log in with
+    /// SCRAM-SHA-256 and SCRAM-SHA-1. Unknown roles make [`start`](Self::start) fail.
+    pub fn user<I, S>(mut self, name: &str, password: &str, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.users.push(UserSpec::new(name, password, roles));
+        self
+    }
+
+    /// Adds an already built user specification (see [`UserSpec::parse_cli`]).
+    pub fn user_spec(mut self, spec: UserSpec) -> Self {
+        self.users.push(spec);
+        self
+    }
+
+    /// Serves TLS only, with this PEM certificate chain (server certificate first) and PEM
+    /// private key. Clients connect with `tls=true` and a CA that signed the certificate.
+    pub fn tls(mut self, cert_pem: impl AsRef<[u8]>, key_pem: impl AsRef<[u8]>) -> Self {
+        self.tls = Some((cert_pem.as_ref().to_vec(), key_pem.as_ref().to_vec()));
+        self
+    }
+
     /// Starts the server on its own thread and runtime and returns once it is listening.
     pub async fn start(self) -> Result<TestServerHandle, ServerError> {
         self.start_blocking()
@@ -136,6 +184,15 @@ impl TestServerBuilder {
 
     /// Like [`start`](Self::start), for synchronous callers.
     pub fn start_blocking(self) -> Result<TestServerHandle, ServerError> {
+        let users = UserDb::new(self.users)?;
+        let security = Security {
+            auth: (!users.is_empty()).then(|| Arc::new(Authenticator::new(users))),
+            tls: match &self.tls {
+                Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+                None => None,
+            },
+        };
+        let tls = security.tls.is_some();
         let std_listener =
             std::net::TcpListener::bind(("127.0.0.1", self.port)).map_err(|source| {
                 ServerError::Bind {
@@ -171,7 +228,7 @@ impl TestServerBuilder {
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(std_listener) {
-                        Ok(listener) => serve(listener, thread_engine, stop_rx).await,
+                        Ok(listener) => serve(listener, thread_engine, security, stop_rx).await,
                         Err(e) => tracing::error!(error = %e, "cannot register the listener"),
                     }
                 });
@@ -182,6 +239,7 @@ impl TestServerBuilder {
             .map_err(ServerError::Runtime)?;
         Ok(TestServerHandle {
             addr,
+            tls,
             engine,
             stop: Some(stop_tx),
             done: Some(done_rx),
@@ -195,6 +253,8 @@ impl TestServerBuilder {
 pub struct TestServerHandle {
     /// The bound address (always 127.0.0.1).
     addr: SocketAddr,
+    /// Whether the listener speaks only TLS (the URI then says `tls=true`).
+    tls: bool,
     /// The shared state, for failpoint control from Rust.
     engine: Arc<Engine>,
     /// Fires the shutdown.
@@ -207,16 +267,25 @@ pub struct TestServerHandle {
 
 impl TestServerHandle {
     /// The connection string: `mongodb://127.0.0.1:PORT/?replicaSet=rs0` for a replica set,
-    /// `mongodb://127.0.0.1:PORT/` for a standalone or a mongos.
+    /// `mongodb://127.0.0.1:PORT/` for a standalone or a mongos, with `tls=true` added when
+    /// the server speaks TLS (clients still need `tlsCAFile`). Credentials are not included.
     pub fn uri(&self) -> String {
-        if self.engine.is_replica_set() && !self.engine.is_mongos() {
+        let mut uri = if self.engine.is_replica_set() && !self.engine.is_mongos() {
             format!(
                 "mongodb://{}/?replicaSet={}",
                 self.addr, self.engine.config.set_name
             )
         } else {
             format!("mongodb://{}/", self.addr)
+        };
+        if self.tls {
+            uri.push_str(if uri.contains('?') {
+                "&tls=true"
+            } else {
+                "?tls=true"
+            });
         }
+        uri
     }
 
     /// The listening address.
@@ -267,8 +336,22 @@ impl Drop for TestServerHandle {
     }
 }
 
+/// What every connection needs besides the engine: authentication and TLS settings.
+#[derive(Clone)]
+struct Security {
+    /// Users and cursor owners; `None` when the server has no users.
+    auth: Option<Arc<Authenticator>>,
+    /// The TLS acceptor; `None` for plain TCP.
+    tls: Option<TlsAcceptor>,
+}
+
 /// Accepts connections until `stop` fires, then shuts down gracefully.
-async fn serve(listener: TcpListener, engine: Arc<Engine>, mut stop: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    security: Security,
+    mut stop: oneshot::Receiver<()>,
+) {
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -300,11 +383,12 @@ async fn serve(listener: TcpListener, engine: Arc<Engine>, mut stop: oneshot::Re
             }
         };
         let engine = Arc::clone(&engine);
+        let security = security.clone();
         let mut shutdown = notify_shutdown.subscribe();
         let complete = shutdown_complete_tx.clone();
         tokio::spawn(async move {
             engine.connection_opened();
-            handle_connection(&engine, socket, peer, &mut shutdown).await;
+            handle_connection(&engine, &security, socket, peer, &mut shutdown).await;
             engine.connection_closed();
             drop(permit);
             drop(complete);
@@ -337,14 +421,39 @@ async fn housekeeping(engine: Arc<Engine>, mut shutdown: broadcast::Receiver<()>
 /// Serves one connection until the peer leaves, breaks the protocol, or the server stops.
 async fn handle_connection(
     engine: &Arc<Engine>,
+    security: &Security,
     socket: TcpStream,
     peer: SocketAddr,
     shutdown: &mut broadcast::Receiver<()>,
 ) {
-    let mut connection = Connection::new(socket);
+    let mut connection = match &security.tls {
+        None => Connection::new(socket),
+        Some(acceptor) => {
+            let _ = socket.set_nodelay(true);
+            // The handshake runs in the connection's task so a slow client never blocks
+            // accepting others; a plain-text client fails it and is disconnected.
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket));
+            let stream = tokio::select! {
+                _ = shutdown.recv() => return,
+                result = handshake => match result {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            Connection::from_stream(stream)
+        }
+    };
     let mut state = ConnState {
         id: engine.next_connection_id(),
         peer: peer.to_string(),
+        auth: ConnAuth::new(security.auth.clone()),
         ..ConnState::default()
     };
     loop {

@@ -2,7 +2,8 @@
 //! trying clients (mongosh, pymongo) by hand.
 //!
 //! `mongoshift-testd --port 0 --mode replset|standalone|mongos --replset rs0 [--shards N]
-//! [--oplog-max-events N] [--noop-interval-ms MS]` prints
+//! [--oplog-max-events N] [--noop-interval-ms MS] [--user NAME[@DB]:PASSWORD[:ROLE[@DB],...]]...
+//! [--tls-cert PEM --tls-key PEM]` prints
 //! `listening on 127.0.0.1:PORT` as its first stdout line, serves until SIGINT/SIGTERM, then
 //! exits 0.
 
@@ -10,7 +11,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use mongoshift_testkit::{Mode, TestServer};
+use mongoshift_testkit::{Mode, TestServer, UserSpec};
 
 /// Command-line options.
 #[derive(Debug, Parser)]
@@ -39,6 +40,23 @@ struct Args {
     /// change-stream high-water marks advance.
     #[arg(long, default_value_t = 10_000)]
     noop_interval_ms: u64,
+    /// A user, repeatable; with at least one, clients must authenticate (SCRAM-SHA-256 or
+    /// SCRAM-SHA-1). NAME[@DB]:PASSWORD[:ROLE,...]: the user lives in admin unless @DB is given;
+    /// a ROLE is a built-in role on the user's database or ROLE@DB; without a role list the user
+    /// is root, with an empty one (NAME:PASSWORD:) it has no roles. The password cannot
+    /// contain ':'.
+    #[arg(long = "user", value_name = "NAME:PASSWORD[:ROLES]", value_parser = parse_user)]
+    users: Vec<UserSpec>,
+    /// PEM file with the server certificate (and chain); the server then accepts only TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM file with the private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+fn parse_user(value: &str) -> Result<UserSpec, String> {
+    UserSpec::parse_cli(value).map_err(|e| e.to_string())
 }
 
 /// The `--mode` values.
@@ -63,16 +81,30 @@ fn main() -> ExitCode {
         CliMode::Standalone => Mode::Standalone,
         CliMode::Mongos => Mode::Mongos,
     };
-    let server = match TestServer::builder()
+    let mut builder = TestServer::builder()
         .mode(mode)
         .replica_set_name(args.replset)
         .shards(usize::from(args.shards))
         .port(args.port)
         .oplog_max_events(args.oplog_max_events)
         .noop_interval(std::time::Duration::from_millis(args.noop_interval_ms))
-        .argv(std::env::args().collect())
-        .start_blocking()
-    {
+        .argv(std::env::args().collect());
+    for user in args.users {
+        builder = builder.user_spec(user);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        match read(cert).and_then(|c| read(key).map(|k| (c, k))) {
+            Ok((cert, key)) => builder = builder.tls(cert, key),
+            Err(e) => {
+                eprintln!("mongoshift-testd: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let server = match builder.start_blocking() {
         Ok(server) => server,
         Err(e) => {
             eprintln!("mongoshift-testd: {e}");

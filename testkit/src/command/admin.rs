@@ -1,10 +1,10 @@
 //! Administrative and diagnostic commands: `buildInfo`, `getParameter`, `hostInfo`,
-//! `serverStatus`, `replSetGetStatus`, `connectionStatus`, `getCmdLineOpts`, `whatsmyuri`,
+//! `serverStatus`, `replSetGetStatus`, `getCmdLineOpts`, `whatsmyuri`,
 //! `configureFailPoint` and `setUserWriteBlockMode`.
 
 use std::sync::atomic::Ordering;
 
-use bson::{Bson, DateTime, Document, RawBsonRef, doc};
+use bson::{DateTime, Document, RawBsonRef, doc};
 
 use crate::command::args::Fields;
 use crate::command::{Ctx, Reply, Request, handshake};
@@ -272,20 +272,6 @@ pub fn repl_set_get_config(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             },
         },
     })
-}
-
-/// `connectionStatus`: with no authentication configured a real server reports no users and
-/// no roles (and, with `showPrivileges`, no privileges).
-pub fn connection_status(_ctx: &mut Ctx<'_>, request: &Request) -> Reply {
-    let fields = Fields::new("connectionStatus", &request.body);
-    let mut auth_info = doc! {
-        "authenticatedUsers": [],
-        "authenticatedUserRoles": [],
-    };
-    if fields.bool("showPrivileges")?.unwrap_or(false) {
-        auth_info.insert("authenticatedUserPrivileges", Vec::<Bson>::new());
-    }
-    to_raw(&doc! { "authInfo": auth_info })
 }
 
 /// `getCmdLineOpts`: the argv and parsed options of the server.

@@ -82,5 +82,6 @@ pub fn hello(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         // A mongos' hello has no `readOnly`.
         reply.insert("readOnly", false);
     }
+    crate::command::auth::extend_hello(ctx, request, &mut reply)?;
     to_raw(&reply)
 }

@@ -5,11 +5,14 @@
 //! replay, route to the command family modules, and finish every reply with `ok`,
 //! `$clusterTime` and `operationTime` from the one logical clock.
 //!
-//! One module per command family, like mini-redis' `cmd/`: [`handshake`], [`admin`],
+//! One module per command family, like mini-redis' `cmd/`: [`handshake`], [`auth`], [`admin`],
 //! [`catalog`], [`write`], [`read`], [`session`]; a mongos routes through [`mongos`] first.
+//! When the server has users, every command is authorized (`crate::auth::authz`) before
+//! failpoints and execution, as mongod checks authorization before running anything.
 
 pub mod admin;
 pub mod args;
+pub mod auth;
 pub mod catalog;
 pub mod change_stream;
 pub mod handshake;
@@ -40,6 +43,8 @@ pub struct ConnState {
     pub app_name: Option<String>,
     /// Whether the handshake's client metadata was received.
     pub saw_client_metadata: bool,
+    /// Who is authenticated on this connection (inert when the server has no users).
+    pub auth: crate::auth::ConnAuth,
 }
 
 /// A command ready to run: its body and generic arguments.
@@ -158,7 +163,19 @@ pub async fn handle_query(engine: &Arc<Engine>, conn: &mut ConnState, query: OpQ
             "Unsupported OP_QUERY command: {name}. The client driver may require an upgrade."
         )));
     };
-    if !matches!(name.as_str(), "hello" | "isMaster" | "ismaster") {
+    // mongod's `checkAllowedOpQueryCommand`: the handshake, plus the authentication commands
+    // old drivers still send this way.
+    if !matches!(
+        name.as_str(),
+        "hello"
+            | "isMaster"
+            | "ismaster"
+            | "saslStart"
+            | "saslContinue"
+            | "authenticate"
+            | "buildInfo"
+            | "buildinfo"
+    ) {
         return Outcome::Reply(op_query_error(&format!(
             "Unsupported OP_QUERY command: {name}. The client driver may require an upgrade. For more details see https://dochub.mongodb.org/core/legacy-opcode-removal"
         )));
@@ -183,6 +200,9 @@ async fn run(
         Ok(r) => r,
         Err(e) => return Outcome::Reply(finish_error(engine, &e, None)),
     };
+    if let Err(e) = crate::auth::authz::check(&conn.auth, &request) {
+        return Outcome::Reply(finish_error(engine, &e, None));
+    }
     let mut ctx = Ctx {
         engine,
         conn,
@@ -248,6 +268,8 @@ async fn run(
         Ok(()) => execute(&mut ctx, &request).await,
         Err(e) => Err(e),
     };
+    let result =
+        result.and_then(|body| crate::auth::authz::filter_reply(&ctx.conn.auth, &request, body));
     let op_time = ctx.op_time;
     if ctx.close_connection {
         return Outcome::Close;
@@ -451,6 +473,7 @@ fn check_write_allowed(ctx: &Ctx<'_>, request: &Request) -> Result<(), CommandEr
     if WRITE_COMMANDS.contains(&request.name.as_str())
         && ctx.engine.user_writes_blocked.load(Ordering::Acquire)
         && !crate::engine::namespace::is_internal_db(&request.db)
+        && !crate::auth::authz::bypasses_write_block(&ctx.conn.auth)
     {
         // mongod 7.0: GlobalUserWriteBlockState::checkUserWritesAllowed.
         return Err(CommandError::new(371, "User writes blocked"));
@@ -476,7 +499,13 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         "serverStatus" => admin::server_status(ctx, request),
         "replSetGetStatus" => admin::repl_set_get_status(ctx, request),
         "replSetGetConfig" => admin::repl_set_get_config(ctx, request),
-        "connectionStatus" => admin::connection_status(ctx, request),
+        "connectionStatus" => auth::connection_status(ctx, request),
+        "saslStart" => auth::sasl_start(ctx, request),
+        "saslContinue" => auth::sasl_continue(ctx, request),
+        "authenticate" => auth::authenticate(ctx, request),
+        "logout" => auth::logout(ctx, request),
+        "usersInfo" => auth::users_info(ctx, request),
+        "rolesInfo" => auth::roles_info(ctx, request),
         "getCmdLineOpts" => admin::get_cmd_line_opts(ctx, request),
         "whatsmyuri" => admin::whats_my_uri(ctx, request),
         "configureFailPoint" => admin::configure_fail_point(ctx, request),

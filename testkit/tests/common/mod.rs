@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+
 use mongodb::Client;
 use mongodb::options::ClientOptions;
 use mongoshift_testkit::{TestServer, TestServerHandle};
