@@ -3,6 +3,10 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+/// A CA and a server certificate for TLS tests (the testkit's own helper).
+#[path = "../../testkit/tests/common/certs.rs"]
+pub mod certs;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
