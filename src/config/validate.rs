@@ -492,6 +492,7 @@ fn check_options(c: &mut Checker<'_, '_>) -> Option<Options> {
         write_concern: spec.write_concern.clone(),
         copy: spec.copy.clone(),
         sharding,
+        shard_like_source: spec.sharding.shard_like_source,
     })
 }
 
