@@ -7,6 +7,9 @@
 //! - [`cluster`]: connecting to clusters and reading snapshots of them.
 //! - [`plan`]: preflight checks, the planner (pure), plan views and plan files.
 //! - [`namespace`]: namespaces, include/exclude globs and renames, shared by every stage.
+//! - [`shard_key`]: shard keys and the server's rules about them (supporting and unique
+//!   indexes, key values of documents), shared by the planner, the copy, the applier and
+//!   verification.
 //! - [`sync`]: the copy, the change stream and its spool, destination writes.
 //! - [`control`]: acting on a migration from outside apply (approve, extend, abort, destroy).
 //! - [`cutover`]: approval, the source write block, notifications, requests to a running apply.
@@ -28,6 +31,7 @@ pub mod exit;
 pub mod namespace;
 pub mod plan;
 pub mod redact;
+pub mod shard_key;
 pub mod state;
 pub mod sync;
 pub mod verify;

@@ -292,7 +292,14 @@ async fn sharding_info(cluster: &Cluster) -> Result<ShardingInfo, ClusterError> 
     })
 }
 
-async fn shard_keys(cluster: &Cluster) -> Result<BTreeMap<String, Document>, ClusterError> {
+/// A sharded collection's key and `unique` flag, from `config.collections`.
+#[derive(Debug, Clone)]
+struct ShardKeyEntry {
+    key: Document,
+    unique: bool,
+}
+
+async fn shard_keys(cluster: &Cluster) -> Result<BTreeMap<String, ShardKeyEntry>, ClusterError> {
     let coll = cluster
         .client()
         .database("config")
@@ -309,16 +316,22 @@ async fn shard_keys(cluster: &Cluster) -> Result<BTreeMap<String, Document>, Clu
         .filter_map(|d| {
             Some((
                 d.get_str("_id").ok()?.to_owned(),
-                d.get_document("key").ok()?.clone(),
+                ShardKeyEntry {
+                    key: d.get_document("key").ok()?.clone(),
+                    unique: d.get_bool("unique").unwrap_or(false),
+                },
             ))
         })
         .collect())
 }
 
+#[derive(Default)]
 struct Stats {
     count: u64,
     size_bytes: u64,
     max_size: Option<u64>,
+    /// Per shard, when the reply came through mongos (each document names its `shard`).
+    shards: BTreeMap<String, CollectionStats>,
 }
 
 async fn collection_stats(cluster: &Cluster, ns: &Namespace) -> Result<Stats, ClusterError> {
@@ -334,20 +347,23 @@ async fn collection_stats(cluster: &Cluster, ns: &Namespace) -> Result<Stats, Cl
         .try_collect()
         .await
         .map_err(|e| cluster.error(&command, &e))?;
-    let mut stats = Stats {
-        count: 0,
-        size_bytes: 0,
-        max_size: None,
-    };
-    // Through mongos there is one document per shard.
+    let mut stats = Stats::default();
+    // Through mongos there is one document per shard, with its `shard` id.
     for d in &docs {
         let r = Reply::new(cluster.side(), &command, d);
         let storage = r.doc("storageStats")?;
         let s = r.nested(storage);
-        stats.count += s.opt_u64("count")?.unwrap_or(0);
-        stats.size_bytes += s.opt_u64("size")?.unwrap_or(0);
+        let count = s.opt_u64("count")?.unwrap_or(0);
+        let size = s.opt_u64("size")?.unwrap_or(0);
+        stats.count += count;
+        stats.size_bytes += size;
         if let Some(max) = s.opt_u64("maxSize")? {
             stats.max_size = Some(stats.max_size.unwrap_or(0) + max);
+        }
+        if let Some(shard) = r.opt_str("shard")? {
+            let entry = stats.shards.entry(shard.to_owned()).or_default();
+            entry.count += count;
+            entry.size_bytes += size;
         }
     }
     Ok(stats)
@@ -356,7 +372,7 @@ async fn collection_stats(cluster: &Cluster, ns: &Namespace) -> Result<Stats, Cl
 async fn catalog(
     cluster: &Cluster,
     filter: Option<&NamespaceFilter>,
-    shard_keys: &BTreeMap<String, Document>,
+    shard_keys: &BTreeMap<String, ShardKeyEntry>,
 ) -> Result<Catalog, ClusterError> {
     let reply = cluster
         .command("admin", doc! { "listDatabases": 1, "nameOnly": true })
@@ -434,7 +450,7 @@ async fn catalog(
     let details: Vec<Option<(Namespace, CollectionInfo)>> = futures_util::stream::iter(entries)
         .map(|(ns, kind, uuid, options)| async move {
             let (indexes, stats) = if kind == CollectionKind::View {
-                (Vec::new(), CollectionStats::default())
+                (Vec::new(), Stats::default())
             } else {
                 let indexes = match list_indexes(cluster, &ns).await {
                     Ok(i) => i,
@@ -443,18 +459,13 @@ async fn catalog(
                     Err(e) => return Err(e),
                 };
                 let stats = match collection_stats(cluster, &ns).await {
-                    Ok(s) => CollectionStats {
-                        count: s.count,
-                        size_bytes: s.size_bytes,
-                    },
-                    Err(e) if e.code() == Some(codes::NAMESPACE_NOT_FOUND) => {
-                        CollectionStats::default()
-                    }
+                    Ok(s) => s,
+                    Err(e) if e.code() == Some(codes::NAMESPACE_NOT_FOUND) => Stats::default(),
                     Err(e) => return Err(e),
                 };
                 (indexes, stats)
             };
-            let shard_key = shard_keys.get(&ns.to_string()).cloned();
+            let sharded = shard_keys.get(&ns.to_string());
             Ok(Some((
                 ns,
                 CollectionInfo {
@@ -462,8 +473,13 @@ async fn catalog(
                     uuid,
                     options,
                     indexes,
-                    stats,
-                    shard_key,
+                    stats: CollectionStats {
+                        count: stats.count,
+                        size_bytes: stats.size_bytes,
+                    },
+                    shard_key: sharded.map(|s| s.key.clone()),
+                    shard_key_unique: sharded.is_some_and(|s| s.unique),
+                    shard_stats: stats.shards,
                 },
             )))
         })

@@ -193,6 +193,13 @@ pub struct CollectionInfo {
     /// Shard key, when the collection is sharded.
     #[serde(default, with = "option_document_serde")]
     pub shard_key: Option<Document>,
+    /// The shard key is unique (`config.collections.unique`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shard_key_unique: bool,
+    /// Size figures per shard, through mongos (one `$collStats` document per shard that owns
+    /// data of the collection); empty on a replica set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shard_stats: BTreeMap<String, CollectionStats>,
 }
 
 impl CollectionInfo {

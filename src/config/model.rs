@@ -344,13 +344,30 @@ impl Default for CopySpec {
 }
 
 /// Sharding of destination collections.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShardingSpec {
     /// Collections to shard on the destination before copying. `namespace` is the destination
-    /// name (after `rename`).
+    /// name (after `rename`). An entry wins over the source's shard key.
     #[serde(default)]
     pub collections: Vec<ShardingEntry>,
+
+    /// When the destination is a sharded cluster, shard each collection that is sharded on the
+    /// source and has no entry in `collections` with the source's shard key (and `unique`
+    /// flag), before copying; the source's index that supports the key is built first. Set it
+    /// to `false` to leave such collections unsharded on the destination. Has no effect when
+    /// the source or the destination is a replica set.
+    #[serde(default = "default_true")]
+    pub shard_like_source: bool,
+}
+
+impl Default for ShardingSpec {
+    fn default() -> Self {
+        Self {
+            collections: Vec::new(),
+            shard_like_source: true,
+        }
+    }
 }
 
 /// One collection to shard on the destination.

@@ -70,6 +70,9 @@ pub struct Options {
     pub retry_for: Duration,
     /// Destination collections to shard.
     pub sharding: Vec<ShardCollection>,
+    /// Shard collections that are sharded on the source and have no entry alike on a sharded
+    /// destination.
+    pub shard_like_source: bool,
 }
 
 /// One destination collection to shard.

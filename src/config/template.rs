@@ -122,6 +122,10 @@ parallel_partitions = 8
 partition_size = "64MiB"
 batch_size = "8MiB"
 
+# On a sharded destination, collections sharded on the source are sharded alike before
+# copying; `false` leaves those without an entry below unsharded:
+# [options.sharding]
+# shard_like_source = true
 # Shard destination collections before copying (destination names, after `rename`):
 # [[options.sharding.collections]]
 # namespace = "shop.orders"

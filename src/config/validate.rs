@@ -494,6 +494,7 @@ fn check_options(c: &mut Checker<'_, '_>) -> Option<Options> {
         copy: spec.copy.clone(),
         retry_for: spec.retry_for.map_or(DEFAULT_RETRY_FOR, HumanDuration::get),
         sharding,
+        shard_like_source: spec.sharding.shard_like_source,
     })
 }
 

@@ -67,11 +67,22 @@ pub fn run(input: &CheckInput<'_>) -> Vec<Check> {
         if let Some(mapping) = input.mapping {
             checks.push(privileges_source(input.config, source, mapping));
         }
+        checks.extend(balancer(Side::Source, source));
+        checks.extend(source_shards(source, input.mapping));
+    }
+    if let Ok(destination) = input.destination {
+        checks.extend(balancer(Side::Destination, destination));
     }
     if let (Ok(destination), Some(mapping)) = (input.destination, input.mapping) {
         checks.push(privileges_destination(input.config, destination, mapping));
         checks.push(conflicts(input.config, destination, mapping, input.owned));
         checks.push(sharding(input.config, destination, mapping));
+        if input
+            .source
+            .is_ok_and(|s| s.server.topology == Topology::Sharded)
+        {
+            checks.push(source_keys(input.config, destination, mapping));
+        }
     }
     if let Some(mapping) = input.mapping {
         checks.extend(mapping_checks(mapping));
@@ -345,6 +356,16 @@ fn privileges_source(config: &Config, source: &ClusterSnapshot, mapping: &Mappin
             Target::Collection(&Namespace::new("local", "oplog.rs")),
         );
     }
+    if source.server.topology == Topology::Sharded {
+        // Shard keys and chunk ranges, for the copy's partitions.
+        for coll in ["collections", "chunks"] {
+            missing.require(
+                p,
+                "find",
+                Target::Collection(&Namespace::new("config", coll)),
+            );
+        }
+    }
     if config.cutover.block_source_writes {
         missing.require(p, "setUserWriteBlockMode", Target::Cluster);
     }
@@ -398,8 +419,14 @@ fn privileges_destination(
         missing.require(p, "createCollection", Target::Database(db));
         missing.require(p, "listCollections", Target::Database(db));
     }
-    for entry in &config.options.sharding {
-        missing.require(p, "enableSharding", Target::Collection(&entry.namespace));
+    for target in super::sharding::resolve(config, destination, mapping).targets {
+        let ns = &target.mapped.destination;
+        missing.require(p, "enableSharding", Target::Collection(ns));
+        if target.presplit_chunks.is_some() {
+            // `split` and `moveRange` of the presplit.
+            missing.require(p, "splitChunk", Target::Collection(ns));
+            missing.require(p, "moveChunk", Target::Collection(ns));
+        }
     }
     missing.into_check(
         ID,
@@ -455,10 +482,11 @@ fn plural(n: usize, what: &str) -> String {
 fn sharding(config: &Config, destination: &ClusterSnapshot, mapping: &Mapping<'_>) -> Check {
     const ID: &str = "sharding.entries";
     let entries = &config.options.sharding;
-    if entries.is_empty() {
+    let resolution = super::sharding::resolve(config, destination, mapping);
+    if entries.is_empty() && resolution.targets.is_empty() && resolution.problems.is_empty() {
         return Check::passed(ID, "no destination collection is to be sharded");
     }
-    if destination.server.topology != Topology::Sharded {
+    if !entries.is_empty() && destination.server.topology != Topology::Sharded {
         return Check::error(
             ID,
             format!(
@@ -486,21 +514,139 @@ fn sharding(config: &Config, destination: &ClusterSnapshot, mapping: &Mapping<'_
             Some(_) => {}
         }
     }
+    problems.extend(resolution.problems.iter().cloned());
     if problems.is_empty() {
+        let from_source = resolution
+            .targets
+            .iter()
+            .filter(|t| t.origin == super::sharding::KeyOrigin::Source)
+            .count();
+        let alike = if from_source > 0 {
+            format!(" ({from_source} like on the source)")
+        } else {
+            String::new()
+        };
         Check::passed(
             ID,
             format!(
-                "{} destination collections will be sharded before the copy",
-                entries.len()
+                "{} will be sharded before the copy{alike}",
+                plural(resolution.targets.len(), "destination collection"),
             ),
         )
     } else {
         Check::error(
             ID,
             problems.join("; "),
-            "sharding entries name destination namespaces (after rename) of migrated collections",
+            "sharding entries name destination namespaces (after rename) of migrated collections, with a key an index can support; see the README's sharding section",
         )
     }
+}
+
+/// What happens to the source's shard keys (a sharded source only).
+fn source_keys(config: &Config, destination: &ClusterSnapshot, mapping: &Mapping<'_>) -> Check {
+    const ID: &str = "sharding.source_keys";
+    let resolution = super::sharding::resolve(config, destination, mapping);
+    let sharded = mapping
+        .namespaces
+        .iter()
+        .filter(|m| m.info.shard_key.is_some())
+        .count();
+    if sharded == 0 {
+        return Check::passed(ID, "no migrated source collection is sharded");
+    }
+    if resolution.not_applied.is_empty() {
+        return Check::passed(
+            ID,
+            format!(
+                "{} sharded on the source: each is sharded on the destination before the copy",
+                plural(sharded, "migrated collection"),
+            ),
+        );
+    }
+    let list: Vec<String> = resolution
+        .not_applied
+        .iter()
+        .take(8)
+        .map(|(ns, key, _)| format!("{ns} {}", super::planner::compact_json(key)))
+        .collect();
+    let more = resolution.not_applied.len().saturating_sub(list.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    let why = resolution.not_applied[0].2;
+    Check::passed(
+        ID,
+        format!(
+            "{why}: {} stay unsharded on the destination: {}{more}",
+            plural(resolution.not_applied.len(), "sharded source collection"),
+            list.join(", ")
+        ),
+    )
+}
+
+/// The balancer of a sharded cluster. The copy reads the source's chunks as they are when it
+/// starts (one partition per run of chunks on one shard); chunk migrations during the copy
+/// would move documents between the ranges being read, so the source's balancer must be off,
+/// as mongosync requires. On the destination, migrations only cost throughput: a warning.
+fn balancer(side: Side, s: &ClusterSnapshot) -> Option<Check> {
+    let sharding = s.sharding.as_ref()?;
+    let id = format!("{side}.balancer");
+    let stop = "run sh.stopBalancer() in mongosh (or db.adminCommand({balancerStop: 1})) on a mongos of that cluster; after the migration, sh.startBalancer() turns it back on";
+    Some(match (side, sharding.balancer_running) {
+        (_, Some(false)) => Check::passed(&id, "the balancer is stopped"),
+        (Side::Source, Some(true)) => Check::error(
+            &id,
+            "the balancer is running on the source: chunk migrations during the copy can move documents out of the ranges being copied",
+            stop,
+        ),
+        (Side::Destination, Some(true)) => Check::warning(
+            &id,
+            "the balancer is running on the destination: chunk migrations compete with the copy for throughput",
+            stop,
+        ),
+        (_, None) => Check::warning(
+            &id,
+            "the balancer's state could not be read (balancerStatus)",
+            "make sure the balancer is stopped: sh.stopBalancer() in mongosh, or db.adminCommand({balancerStop: 1})",
+        ),
+    })
+}
+
+/// The shards of a sharded source and how much of the migrated data each holds.
+fn source_shards(source: &ClusterSnapshot, mapping: Option<&Mapping<'_>>) -> Option<Check> {
+    let sharding = source.sharding.as_ref()?;
+    let mut per_shard: BTreeMap<&str, (u64, u64)> = sharding
+        .shards
+        .iter()
+        .map(|s| (s.id.as_str(), (0, 0)))
+        .collect();
+    for m in mapping.map(|m| m.namespaces.as_slice()).unwrap_or_default() {
+        for (shard, stats) in &m.info.shard_stats {
+            let e = per_shard.entry(shard.as_str()).or_default();
+            e.0 += stats.count;
+            e.1 += stats.size_bytes;
+        }
+    }
+    let parts: Vec<String> = per_shard
+        .iter()
+        .map(|(shard, (docs, bytes))| {
+            format!(
+                "{shard} {}, {}",
+                super::model::approx_documents(*docs),
+                super::model::approx_bytes(*bytes)
+            )
+        })
+        .collect();
+    Some(Check::passed(
+        "source.shards",
+        format!(
+            "{} holding the migrated data: {}",
+            plural(sharding.shards.len(), "shard"),
+            parts.join("; ")
+        ),
+    ))
 }
 
 fn mapping_checks(mapping: &Mapping<'_>) -> Vec<Check> {

@@ -2,7 +2,8 @@
 //!
 //! Flow: [`refresh`] connects to both clusters and inspects them → [`planner::make_plan`]
 //! (pure: mapping, [`checks`], ordered actions, catalog before/after) → [`render`] (human view
-//! with a unified diff, or JSON) and [`file`] (saved plans with fingerprints).
+//! with a unified diff, or JSON) and [`file`] (saved plans with fingerprints). [`sharding`]
+//! decides which destination collections are sharded and how.
 
 pub mod checks;
 pub mod file;
@@ -11,10 +12,12 @@ pub mod model;
 pub mod planner;
 pub mod refresh;
 pub mod render;
+pub mod sharding;
 
 pub use file::{Fingerprints, PlanFile, PlanFileError, Staleness, fingerprints};
 pub use model::{
-    Action, Change, Check, CheckStatus, IndexPhase, PLAN_FORMAT_VERSION, Plan, Summary,
+    Action, Change, Check, CheckStatus, IndexPhase, KeyOrigin, PLAN_FORMAT_VERSION, Plan, Presplit,
+    ShardShare, Summary,
 };
 pub use planner::{PlanInput, make_plan};
 pub use refresh::{Refreshed, refresh, refresh_with};

@@ -9,7 +9,8 @@ use std::fmt;
 use bson::Document;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{CollectionKind, IndexSpec, document_serde};
+pub use super::sharding::KeyOrigin;
+use crate::cluster::{CollectionKind, IndexSpec, document_serde, option_document_serde};
 use crate::namespace::Namespace;
 
 /// The version of the plan format (JSON output and plan files).
@@ -129,6 +130,20 @@ pub enum Change {
         key: Document,
         /// Unique shard key.
         unique: bool,
+        /// Where the key comes from: a configuration entry or the source's key.
+        #[serde(default)]
+        origin: KeyOrigin,
+        /// The index `shardCollection` creates because no migrated index supports the key
+        /// (`create_supporting_indexes`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        creates_index: Option<String>,
+        /// Sharded with `collation: {locale: "simple"}` (the collection's default collation is
+        /// not simple).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        simple_collation: bool,
+        /// A ranged key split before the copy from a sample of the source's key values.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        presplit: Option<Presplit>,
     },
     /// Build an index.
     CreateIndex {
@@ -145,7 +160,37 @@ pub enum Change {
         documents: u64,
         /// Bytes to copy (estimate).
         bytes: u64,
+        /// The source's shard key, when the source collection is sharded.
+        #[serde(
+            default,
+            with = "option_document_serde",
+            skip_serializing_if = "Option::is_none"
+        )]
+        source_shard_key: Option<Document>,
+        /// Documents and bytes per source shard (estimates), when the source is sharded.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        shards: Vec<ShardShare>,
     },
+}
+
+/// How a ranged shard key is split before the copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presplit {
+    /// The source namespace whose key values are sampled for split points.
+    pub source: Namespace,
+    /// Chunks wanted (two per destination shard).
+    pub chunks: u32,
+}
+
+/// One source shard's part of a collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardShare {
+    /// The shard id.
+    pub shard: String,
+    /// Documents (estimate).
+    pub documents: u64,
+    /// Bytes (estimate).
+    pub bytes: u64,
 }
 
 impl Change {

@@ -13,11 +13,12 @@ use super::checks::{self, CheckInput};
 use super::mapping::{self, MappedNamespace};
 use super::model::{
     Action, Change, Check, CheckStatus, ClusterSummary, IndexPhase, PLAN_FORMAT_VERSION, Plan,
-    Summary,
+    Presplit, ShardShare, Summary,
 };
+use super::sharding::{self, ShardTarget, Supporting};
 use crate::cluster::{ClusterError, ClusterSnapshot, CollectionInfo, CollectionKind, IndexSpec};
 use crate::config::Config;
-use crate::config::model::{IndexPolicy, ShardKeyKind};
+use crate::config::model::IndexPolicy;
 use crate::namespace::Namespace;
 
 /// Everything the planner looks at.
@@ -51,6 +52,7 @@ pub fn make_plan(input: &PlanInput<'_>) -> Plan {
     let mut catalog_before = Vec::new();
     let mut catalog_after = Vec::new();
     if let (Some(mapping), Ok(destination)) = (&mapping, input.destination) {
+        let sharding = sharding::resolve(config, destination, mapping);
         let conflicts_blocked = !config.options.clear_destination;
         let mut ordered: Vec<&MappedNamespace<'_>> = mapping.namespaces.iter().collect();
         ordered.sort_by(|a, b| {
@@ -86,10 +88,15 @@ pub fn make_plan(input: &PlanInput<'_>) -> Plan {
                 });
                 after.remove(&m.destination);
             }
+            let target = sharding
+                .targets
+                .iter()
+                .find(|t| t.mapped.destination == m.destination);
             plan_namespace(
                 config,
                 m,
                 mapping,
+                target,
                 existing.filter(|_| ours),
                 &mut groups,
                 &mut after,
@@ -161,6 +168,8 @@ struct ActionGroups {
     drops: Vec<Action>,
     collections: Vec<Action>,
     views: Vec<Action>,
+    /// Indexes that support a shard key: built before the collection is sharded.
+    supporting: Vec<Action>,
     shards: Vec<Action>,
     indexes_before: Vec<Action>,
     copies: Vec<Action>,
@@ -173,6 +182,7 @@ impl ActionGroups {
             self.drops,
             self.collections,
             self.views,
+            self.supporting,
             self.shards,
             self.indexes_before,
             self.copies,
@@ -184,11 +194,13 @@ impl ActionGroups {
     }
 }
 
-/// Plans one namespace. `ours` is its current state when this migration already created it.
+/// Plans one namespace. `shard` says how it is sharded on the destination; `ours` is its
+/// current state when this migration already created it.
 fn plan_namespace(
     config: &Config,
     m: &MappedNamespace<'_>,
     mapping: &mapping::Mapping<'_>,
+    shard: Option<&ShardTarget<'_>>,
     ours: Option<&CollectionInfo>,
     groups: &mut ActionGroups,
     after: &mut BTreeMap<Namespace, CatalogEntry>,
@@ -214,6 +226,7 @@ fn plan_namespace(
                     options,
                     indexes: Vec::new(),
                     shard_key: None,
+                    shard_key_unique: false,
                 },
             );
         }
@@ -228,47 +241,59 @@ fn plan_namespace(
                     },
                 });
             }
-            let shard_key = config
-                .options
-                .sharding
-                .iter()
-                .find(|s| &s.namespace == ns)
-                .map(|entry| {
-                    let key: Document = entry
-                        .key
-                        .0
-                        .iter()
-                        .map(|(field, kind)| {
-                            let value = match kind {
-                                ShardKeyKind::Ranged => Bson::Int32(1),
-                                ShardKeyKind::Hashed => Bson::String("hashed".to_owned()),
-                            };
-                            (field.clone(), value)
-                        })
-                        .collect();
-                    (key, entry.unique)
-                });
             let already_sharded = ours.and_then(|o| o.shard_key.as_ref());
-            if let (Some((key, unique)), None) = (&shard_key, already_sharded) {
+            let supporting = shard.and_then(|t| match &t.supporting {
+                Supporting::Source(index) => Some(index),
+                Supporting::IdIndex | Supporting::Created(_) => None,
+            });
+            let mut indexes: Vec<IndexSpec> = Vec::new();
+            if let (Some(t), None) = (shard, already_sharded) {
+                if let Some(index) = supporting
+                    && !ours.is_some_and(|o| o.indexes.iter().any(|i| i.name == index.name))
+                {
+                    groups.supporting.push(Action {
+                        namespace: ns.clone(),
+                        change: Change::CreateIndex {
+                            index: index.clone(),
+                            phase: IndexPhase::BeforeCopy,
+                        },
+                    });
+                }
+                let creates_index = match &t.supporting {
+                    Supporting::Created(index) => Some(index.name.clone()),
+                    _ => None,
+                };
                 groups.shards.push(Action {
                     namespace: ns.clone(),
                     change: Change::ShardCollection {
-                        key: key.clone(),
-                        unique: *unique,
+                        key: t.key.pattern.clone(),
+                        unique: t.unique,
+                        origin: t.origin,
+                        creates_index,
+                        simple_collation: t.simple_collation,
+                        presplit: t.presplit_chunks.map(|chunks| Presplit {
+                            source: m.source.clone(),
+                            chunks,
+                        }),
                     },
                 });
             }
-            let mut indexes: Vec<IndexSpec> = Vec::new();
+            if let Some(Supporting::Created(index)) = shard.map(|t| &t.supporting) {
+                indexes.push(index.clone());
+            }
             let mut source_indexes: Vec<&IndexSpec> = m.info.indexes.iter().collect();
             source_indexes.sort_by(|a, b| a.name.cmp(&b.name));
             for index in source_indexes {
-                let wanted = index.is_id_index() || config.options.indexes != IndexPolicy::Skip;
+                let is_supporting = supporting.is_some_and(|s| s.name == index.name);
+                let wanted = index.is_id_index()
+                    || is_supporting
+                    || config.options.indexes != IndexPolicy::Skip;
                 if !wanted {
                     continue;
                 }
                 indexes.push(index.clone());
                 let exists = ours.is_some_and(|o| o.indexes.iter().any(|i| i.name == index.name));
-                if index.is_id_index() || exists {
+                if index.is_id_index() || exists || is_supporting {
                     continue;
                 }
                 let phase = match config.options.indexes {
@@ -293,17 +318,33 @@ fn plan_namespace(
                     source: m.source.clone(),
                     documents: m.info.stats.count,
                     bytes: m.info.stats.size_bytes,
+                    source_shard_key: m.info.shard_key.clone(),
+                    shards: m
+                        .info
+                        .shard_stats
+                        .iter()
+                        .map(|(shard, s)| ShardShare {
+                            shard: shard.clone(),
+                            documents: s.count,
+                            bytes: s.size_bytes,
+                        })
+                        .collect(),
                 },
             });
+            indexes.sort_by(|a, b| a.name.cmp(&b.name));
+            indexes.dedup_by(|a, b| a.name == b.name);
             after.insert(
                 ns.clone(),
                 CatalogEntry {
                     kind: CollectionKind::Collection,
                     options,
                     indexes,
-                    shard_key: shard_key
-                        .map(|(k, _)| k)
-                        .or_else(|| already_sharded.cloned()),
+                    shard_key: already_sharded
+                        .cloned()
+                        .or_else(|| shard.map(|t| t.key.pattern.clone())),
+                    shard_key_unique: ours
+                        .filter(|o| o.shard_key.is_some())
+                        .map_or_else(|| shard.is_some_and(|t| t.unique), |o| o.shard_key_unique),
                 },
             );
         }
@@ -342,6 +383,7 @@ struct CatalogEntry {
     options: Document,
     indexes: Vec<IndexSpec>,
     shard_key: Option<Document>,
+    shard_key_unique: bool,
 }
 
 impl CatalogEntry {
@@ -351,6 +393,7 @@ impl CatalogEntry {
             options: info.options.clone(),
             indexes: info.indexes.clone(),
             shard_key: info.shard_key.clone(),
+            shard_key_unique: info.shard_key_unique,
         }
     }
 }
@@ -373,7 +416,8 @@ fn catalog_lines(entries: impl Iterator<Item = (Namespace, CatalogEntry)>) -> Ve
         };
         lines.push(format!("{ns} ({kind}){options}"));
         if let Some(key) = &e.shard_key {
-            lines.push(format!("    sharded {}", compact_json(key)));
+            let unique = if e.shard_key_unique { " unique" } else { "" };
+            lines.push(format!("    sharded {}{unique}", compact_json(key)));
         }
         let mut indexes = e.indexes;
         indexes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -394,7 +438,7 @@ fn catalog_lines(entries: impl Iterator<Item = (Namespace, CatalogEntry)>) -> Ve
 }
 
 /// Relaxed Extended JSON on one line (readable: `{"x":1}`; exact types live in the plan file).
-pub(crate) fn compact_json(doc: &Document) -> String {
+pub fn compact_json(doc: &Document) -> String {
     Bson::Document(doc.clone())
         .into_relaxed_extjson()
         .to_string()

@@ -7,7 +7,9 @@ use std::fmt::Write;
 use anstyle::{AnsiColor, Style};
 use similar::TextDiff;
 
-use super::model::{Change, CheckStatus, IndexPhase, Plan, approx_bytes, approx_documents};
+use super::model::{
+    Change, CheckStatus, IndexPhase, KeyOrigin, Plan, ShardShare, approx_bytes, approx_documents,
+};
 use super::planner::compact_json;
 
 /// Renders the plan for a terminal. `styled` adds colours.
@@ -104,11 +106,42 @@ pub fn human(plan: &Plan, styled: bool) -> String {
             } => {
                 format!("create view {ns} on {view_on}{}", from(source, ns))
             }
-            Change::ShardCollection { key, unique } => format!(
-                "shard collection {ns} on {}{}",
-                compact_json(key),
-                if *unique { " (unique)" } else { "" }
-            ),
+            Change::ShardCollection {
+                key,
+                unique,
+                origin,
+                creates_index,
+                simple_collation,
+                presplit,
+            } => {
+                let mut notes = Vec::new();
+                if *unique {
+                    notes.push("unique".to_owned());
+                }
+                if *origin == KeyOrigin::Source {
+                    notes.push("the source's key".to_owned());
+                }
+                if let Some(index) = creates_index {
+                    notes.push(format!("creates index {index}"));
+                }
+                if *simple_collation {
+                    notes.push("simple collation".to_owned());
+                }
+                if let Some(p) = presplit {
+                    notes.push(format!(
+                        "split into {} chunks at key values sampled from {}",
+                        p.chunks, p.source
+                    ));
+                } else if key.values().any(|v| v.as_str() == Some("hashed")) {
+                    notes.push("the server's initial chunks".to_owned());
+                }
+                let notes = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", notes.join("; "))
+                };
+                format!("shard collection {ns} on {}{notes}", compact_json(key))
+            }
             Change::CreateIndex { index, phase } => {
                 let opts = if index.options.is_empty() {
                     String::new()
@@ -129,11 +162,20 @@ pub fn human(plan: &Plan, styled: bool) -> String {
                 source,
                 documents,
                 bytes,
-            } => format!(
-                "copy {source} → {ns} ({}, {})",
-                approx_documents(*documents),
-                approx_bytes(*bytes)
-            ),
+                source_shard_key,
+                shards,
+            } => {
+                let mut text = format!(
+                    "copy {source} → {ns} ({}, {})",
+                    approx_documents(*documents),
+                    approx_bytes(*bytes)
+                );
+                if let Some(line) = source_shards_line(source_shard_key.as_ref(), shards) {
+                    text.push_str("\n      ");
+                    text.push_str(&line);
+                }
+                text
+            }
         };
         let _ = writeln!(out, "  {} {text}", paint(style, &symbol.to_string()));
     }
@@ -175,6 +217,34 @@ pub fn human(plan: &Plan, styled: bool) -> String {
         );
     }
     out
+}
+
+/// `source sharded on {"c":"hashed"}: shard0 ~1.0k documents, 50.0 KiB; shard1 ...`, for a
+/// collection of a sharded source.
+fn source_shards_line(key: Option<&bson::Document>, shards: &[ShardShare]) -> Option<String> {
+    if key.is_none() && shards.is_empty() {
+        return None;
+    }
+    let head = match key {
+        Some(k) => format!("source sharded on {}", compact_json(k)),
+        None => "unsharded on the source".to_owned(),
+    };
+    let parts: Vec<String> = shards
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}, {}",
+                s.shard,
+                approx_documents(s.documents),
+                approx_bytes(s.bytes)
+            )
+        })
+        .collect();
+    Some(if parts.is_empty() {
+        head
+    } else {
+        format!("{head}: {}", parts.join("; "))
+    })
 }
 
 fn kind_name(kind: crate::cluster::CollectionKind) -> &'static str {

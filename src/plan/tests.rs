@@ -57,6 +57,8 @@ fn collection(count: u64, indexes: Vec<IndexSpec>, options: Document) -> Collect
             size_bytes: count * 100,
         },
         shard_key: None,
+        shard_key_unique: false,
+        shard_stats: Default::default(),
     }
 }
 
@@ -120,6 +122,8 @@ fn source() -> ClusterSnapshot {
                     indexes: vec![],
                     stats: CollectionStats::default(),
                     shard_key: None,
+                    shard_key_unique: false,
+                    shard_stats: Default::default(),
                 },
             ),
             (

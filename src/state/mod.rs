@@ -9,9 +9,9 @@ pub use lock::{Holder, LockError, LockGuard};
 pub use lockfile::StateError;
 pub use model::{
     Approval, ChangeCounts, ClusterIdentity, ClusterTime, CollectionKindCount, CopyStatus,
-    CutoverState, IdBound, LOCKFILE_FORMAT_VERSION, MigrationState, NamespaceState, PartitionState,
-    PendingDocument, Phase, ResumeToken, SpoolPosition, StreamState, SyncState, Timestamps,
-    VerificationSummary, WriteBlock,
+    CutoverState, IdBound, KeyRange, LOCKFILE_FORMAT_VERSION, MigrationState, NamespaceState,
+    PartitionState, PendingDocument, Phase, ResumeToken, ShardEstimate, SpoolPosition, StreamState,
+    SyncState, Timestamps, VerificationSummary, WriteBlock,
 };
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use bson::{Bson, Document, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{CollectionKind, document_serde, timestamp_serde};
+use crate::cluster::{CollectionKind, document_serde, option_document_serde, timestamp_serde};
 use crate::namespace::Namespace;
 
 /// The lockfile format this build writes and reads. Bump it when adding a field whose absence
@@ -145,6 +145,42 @@ pub struct PartitionState {
     pub documents: u64,
     /// Bytes copied.
     pub bytes: u64,
+    /// For a sharded source collection: the run of chunks this partition reads (then `min`,
+    /// `max` and `resume_from` are unused, and a resumed partition is read again from its
+    /// start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<KeyRange>,
+}
+
+/// A run of consecutive chunks of a sharded source collection, all owned by one shard, read
+/// through the index that supports the shard key (`hint` with `min`/`max` in that index's key
+/// space: hashed fields as their hashes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRange {
+    /// The source shard that owns the chunks.
+    pub shard: String,
+    /// The key pattern of the index the range is read through.
+    #[serde(with = "document_serde")]
+    pub index: Document,
+    /// Inclusive lower bound in that index's key space (`None`: from its start).
+    #[serde(default, with = "option_document_serde")]
+    pub min: Option<Document>,
+    /// Exclusive upper bound (`None`: to its end).
+    #[serde(default, with = "option_document_serde")]
+    pub max: Option<Document>,
+    /// How many chunks the range covers.
+    pub chunks: u32,
+}
+
+/// A source shard's part of a collection, estimated when the migration started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEstimate {
+    /// The shard id.
+    pub shard: String,
+    /// Documents.
+    pub documents: u64,
+    /// Bytes.
+    pub bytes: u64,
 }
 
 /// An `_id` value, stored as `{_id: value}` in canonical Extended JSON so every BSON type keeps
@@ -205,6 +241,24 @@ pub struct NamespaceState {
     /// Documents found already on the destination after a crash (sent again because the crash
     /// came between their insert and its checkpoint).
     pub duplicates: u64,
+    /// The source's shard key, when the source collection is sharded.
+    #[serde(
+        default,
+        with = "option_document_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_shard_key: Option<Document>,
+    /// The source's documents and bytes per shard when the migration started (sharded source).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_shards: Vec<ShardEstimate>,
+    /// The shard key this migration gave the destination collection. Recorded before the
+    /// `shardCollection` command, so a resume knows it was requested.
+    #[serde(
+        default,
+        with = "option_document_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub shard_key: Option<Document>,
 }
 
 impl NamespaceState {

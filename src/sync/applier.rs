@@ -148,9 +148,9 @@ pub struct ApplierContext {
     pub write_concern: Document,
     /// The spool directory.
     pub spool_dir: PathBuf,
-    /// Destination shard-key fields per sharded destination namespace (upsert filters must
-    /// name the full shard key).
-    pub shard_keys: HashMap<Namespace, Vec<String>>,
+    /// The destination's shard keys (upsert filters name the full shard key; see
+    /// [`super::sharded`]). Read again after every replicated DDL operation.
+    pub shard_keys: super::sharded::ShardKeys,
     /// Retries of transient failures.
     pub backoff: Backoff,
 }
@@ -164,6 +164,7 @@ pub async fn run_applier(
     reports: mpsc::Sender<ApplierReport>,
     stop: CancellationToken,
 ) -> Result<(), ApplierError> {
+    let mut ctx = ctx;
     let mut reader = SpoolReader::new(&ctx.spool_dir, start);
     let mut peeked: Option<RawDocumentBuf> = None;
     loop {
@@ -232,6 +233,13 @@ pub async fn run_applier(
             let what = ddl.describe();
             let change = retry(&what, ctx.backoff, || apply_ddl(&ctx, &ddl)).await?;
             catalog.extend(change);
+            if !ctx.shard_keys.is_empty() {
+                // A rename or drop changes which destination collections are sharded.
+                ctx.shard_keys = retry("reading the destination's shard keys", ctx.backoff, || {
+                    super::sharded::destination_shard_keys(&ctx.destination)
+                })
+                .await?;
+            }
             counts.ddl += 1;
             last_time = Some(ClusterTime(time));
         } else {
@@ -353,8 +361,11 @@ async fn apply_namespace(
     ns: &Namespace,
     ops: Vec<DestinationOp>,
 ) -> Result<Vec<PendingDocument>, ApplierError> {
-    let ops = collapse(ops);
+    let key = ctx.shard_keys.get(ns);
+    let ops = collapse(super::sharded::key_changing_deltas_refetched(key, ops));
     let ops = resolve_refetches(ctx, ops).await?;
+    super::sharded::delete_moved_documents(&ctx.destination, key, ns, &ops, &ctx.write_concern)
+        .await?;
     let ordered = ops.iter().any(|o| matches!(o, DestinationOp::Delta { .. }));
     let mut pending = Vec::new();
     if ordered {
@@ -446,22 +457,17 @@ fn statement(ctx: &ApplierContext, ns: &Namespace, op: &DestinationOp) -> Option
     let mut s = RawDocumentBuf::new();
     match op {
         DestinationOp::Upsert { document, .. } => {
-            if let Some(fields) = ctx.shard_keys.get(ns) {
-                for f in fields.iter().filter(|f| f.as_str() != "_id") {
-                    if let Ok(Some(v)) = document.get(f) {
-                        let key: &bson::raw::CStr =
-                            <&bson::raw::CStr>::try_from(f.as_str()).ok()?;
-                        filter.append(key, bson::RawBson::from(v));
-                    }
-                }
-            }
+            let filter = super::sharded::upsert_filter(ctx.shard_keys.get(ns), id, document)?;
             s.append(bson::cstr!("q"), filter);
             s.append(bson::cstr!("u"), document.clone());
             s.append(bson::cstr!("upsert"), true);
         }
         DestinationOp::Delete { .. } => {
             s.append(bson::cstr!("q"), filter);
-            s.append(bson::cstr!("limit"), 1);
+            // Every document with the `_id`: a destination sharded on another key than `_id`
+            // enforces `_id` per shard only, and the copy of a sharded source can store a
+            // document that moved between shards twice.
+            s.append(bson::cstr!("limit"), 0);
         }
         DestinationOp::Delta {
             set,

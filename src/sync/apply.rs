@@ -164,6 +164,7 @@ pub fn defining_fingerprint(config: &Config) -> String {
         "filter": options.get("filter"),
         "mapping": options.get("mapping"),
         "sharding": options.get("sharding"),
+        "shard_like_source": options.get("shard_like_source"),
     });
     Sha256::digest(defining.to_string().as_bytes())
         .iter()
@@ -285,7 +286,7 @@ pub async fn apply(
     engine.add_namespaces(&actions);
     engine.persist()?;
     if engine.state.phase < Phase::Copying {
-        engine.prepare(&destination, &actions).await?;
+        engine.prepare(&source, &destination, &actions).await?;
     }
     engine
         .run(source, destination, change_stream, &actions, cancel)

@@ -7,7 +7,9 @@
 //!   was read (a later state converges: later events repeat it); a `null` lookup means the
 //!   document is gone by then and its delete event follows, so nothing is written; in `delta`
 //!   mode, the `updateDescription` as `$set`/`$unset`/array truncation;
-//! - delete: delete by `_id`;
+//! - delete: delete by `_id`; on a sharded source (a `documentKey` with the shard key), the
+//!   document is looked up on the source first, because a shard-key change that moves a
+//!   document between shards shows as a delete and an insert in either order;
 //! - DDL: one operation per event, applied alone, in order (a barrier).
 
 use bson::{Bson, Document, RawDocument, RawDocumentBuf, Timestamp};
@@ -220,6 +222,16 @@ pub struct Interpreter<'a> {
     pub update_mode: UpdateMode,
 }
 
+/// True when the event's `documentKey` holds fields besides `_id`: the shard key of a
+/// collection sharded on the source.
+fn sharded_document_key(event: &RawDocument) -> bool {
+    event.get_document("documentKey").is_ok_and(|k| {
+        k.iter()
+            .filter_map(Result::ok)
+            .any(|(name, _)| name != "_id")
+    })
+}
+
 fn err(time: Option<Timestamp>, detail: impl Into<String>) -> EventError {
     EventError {
         time: time.map_or_else(
@@ -280,6 +292,16 @@ impl Interpreter<'_> {
             let ns = source_ns()?;
             let dest = self.mapping.map(&ns);
             let op = match kind {
+                // A `documentKey` with more than `_id` comes from a collection sharded on the
+                // source. There, an update that changes a document's shard key so that it
+                // moves to another shard shows as a delete and an insert, in either order
+                // (SERVER-95461): this delete may remove a document that still exists. The
+                // source decides: the document is written again as it is now, or deleted.
+                ChangeKind::Delete if sharded_document_key(event) => DestinationOp::Refetch {
+                    ns: dest,
+                    id: id()?,
+                    source: ns,
+                },
                 ChangeKind::Delete => DestinationOp::Delete {
                     ns: dest,
                     id: id()?,
@@ -533,6 +555,19 @@ mod tests {
             DestinationOp::Delete {
                 ns: ns("shop_v2.o"),
                 id: Bson::String("k".into())
+            }
+        );
+
+        // A sharded source's delete may be half of a move between shards: the source decides.
+        let sharded_delete = rawdoc! { "operationType": "delete", "clusterTime": ts(), "ns": { "db": "shop", "coll": "o" }, "documentKey": { "c": 4, "_id": "k" } };
+        assert_eq!(
+            interpret(sharded_delete, UpdateMode::FullDocument)
+                .unwrap()
+                .op,
+            DestinationOp::Refetch {
+                ns: ns("shop_v2.o"),
+                id: Bson::String("k".into()),
+                source: ns("shop.o"),
             }
         );
 

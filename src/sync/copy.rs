@@ -85,6 +85,13 @@ pub enum CopyUpdate {
         /// Of those, documents that were already present.
         duplicates: u64,
     },
+    /// A key-range partition is read again from its start (its counts start over).
+    Restarted {
+        /// Destination namespace.
+        destination: Namespace,
+        /// Partition id.
+        partition: u32,
+    },
     /// A partition is complete.
     PartitionDone {
         /// Destination namespace.
@@ -210,7 +217,11 @@ async fn copy_collection(
             let Ok(_permit) = permits.acquire_owned().await else {
                 return Ok(());
             };
-            copy_partition(&ctx, &job, part, avg).await
+            if part.range.is_some() {
+                copy_key_range(&ctx, &job, part, avg).await
+            } else {
+                copy_partition(&ctx, &job, part, avg).await
+            }
         });
     }
     let mut result = Ok(());
@@ -239,6 +250,7 @@ pub async fn partition(
         done: false,
         documents: 0,
         bytes: 0,
+        range: None,
     }];
     let wanted = job
         .size_bytes
@@ -294,6 +306,7 @@ pub async fn partition(
             done: false,
             documents: 0,
             bytes: 0,
+            range: None,
         })
         .collect();
     Ok(partitions)
@@ -396,6 +409,114 @@ async fn copy_range(
             if buffered_bytes >= settings.batch_bytes {
                 flush(ctx, job, part, &dest_coll, &mut buffer, &mut buffered_bytes).await?;
                 attempts.progressed();
+            }
+        }
+    }
+    flush(ctx, job, part, &dest_coll, &mut buffer, &mut buffered_bytes).await?;
+    ctx.updates
+        .send(CopyUpdate::PartitionDone {
+            destination: job.destination.clone(),
+            partition: part.id,
+        })
+        .await
+        .map_err(|_| CopyError::Disconnected)
+}
+
+/// Copies a partition of a sharded source that is a run of chunks on one shard (see
+/// [`super::shard_ranges`]): read through the shard key's index with `hint` and `min`/`max`,
+/// in no particular order, and read again from its start when it was interrupted.
+async fn copy_key_range(
+    ctx: &PartitionContext,
+    job: &CopyJob,
+    mut part: PartitionState,
+    avg_doc_bytes: u64,
+) -> Result<(), CopyError> {
+    let mut attempts = Attempts::new(ctx.settings.backoff);
+    loop {
+        let Err(e) = copy_key_range_once(ctx, job, &mut part, avg_doc_bytes).await else {
+            return Ok(());
+        };
+        let Some(pause) = attempts.after(&format!("copy {}", job.source), &e) else {
+            return Err(e);
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = ctx.cancel.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// One attempt at a key-range partition, from its start.
+async fn copy_key_range_once(
+    ctx: &PartitionContext,
+    job: &CopyJob,
+    part: &mut PartitionState,
+    avg_doc_bytes: u64,
+) -> Result<(), CopyError> {
+    let Some(range) = part.range.clone() else {
+        return Ok(());
+    };
+    if ctx.cancel.is_cancelled() {
+        return Ok(());
+    }
+    if part.documents > 0 || part.resume_from.is_some() {
+        ctx.updates
+            .send(CopyUpdate::Restarted {
+                destination: job.destination.clone(),
+                partition: part.id,
+            })
+            .await
+            .map_err(|_| CopyError::Disconnected)?;
+    }
+    let settings = &ctx.settings;
+    let dest_coll = ctx
+        .destination
+        .client()
+        .database(job.destination.db())
+        .collection::<RawDocumentBuf>(job.destination.coll());
+    let docs_per_batch = (settings.batch_bytes / avg_doc_bytes).clamp(101, 100_000) as u32;
+    let source_coll = ctx
+        .source
+        .client()
+        .database(job.source.db())
+        .collection::<Document>(job.source.coll());
+    let mut find = source_coll
+        .find(doc! {})
+        .hint(Hint::Keys(range.index.clone()))
+        .batch_size(docs_per_batch);
+    if let Some(min) = &range.min {
+        find = find.min(min.clone());
+    }
+    if let Some(max) = &range.max {
+        find = find.max(max.clone());
+    }
+    let command = format!("find {} on {}", job.source, range.shard);
+    let mut cursor = find
+        .batch()
+        .await
+        .map_err(|e| ctx.source.error(&command, &e))?;
+    let mut buffer: Vec<RawDocumentBuf> = Vec::new();
+    let mut buffered_bytes = 0u64;
+    while let Some(batch) = cursor.next().await {
+        if ctx.cancel.is_cancelled() {
+            return Ok(());
+        }
+        let batch = batch.map_err(|e| ctx.source.error(&command, &e))?;
+        for item in batch
+            .doc_slices()
+            .map_err(|e| ctx.source.invalid_reply(&command, e.to_string()))?
+        {
+            let raw = item.map_err(|e| ctx.source.invalid_reply(&command, e.to_string()))?;
+            let Some(doc) = raw.as_document() else {
+                return Err(ctx
+                    .source
+                    .invalid_reply(&command, "a batch element is not a document")
+                    .into());
+            };
+            buffered_bytes += doc.as_bytes().len() as u64;
+            buffer.push(doc.to_owned());
+            if buffered_bytes >= settings.batch_bytes {
+                flush(ctx, job, part, &dest_coll, &mut buffer, &mut buffered_bytes).await?;
             }
         }
     }

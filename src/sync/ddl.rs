@@ -58,20 +58,23 @@ pub async fn create_index(
         .map(|_| ())
 }
 
-/// Shards a destination collection (through mongos).
+/// Shards a destination collection (through mongos). Sharding again with the same options
+/// succeeds (the server's idempotent `shardCollection`), so a crash in between is harmless.
+/// `simple_collation`: the collection has another default collation, and the server then
+/// requires `collation: {locale: "simple"}` (the shard key always uses the simple one).
 pub async fn shard_collection(
     cluster: &Cluster,
     ns: &Namespace,
     key: &Document,
     unique: bool,
+    simple_collation: bool,
 ) -> Result<(), ClusterError> {
-    cluster
-        .command(
-            "admin",
-            doc! { "shardCollection": ns.to_string(), "key": key.clone(), "unique": unique },
-        )
-        .await
-        .map(|_| ())
+    let mut command =
+        doc! { "shardCollection": ns.to_string(), "key": key.clone(), "unique": unique };
+    if simple_collation {
+        command.insert("collation", doc! { "locale": "simple" });
+    }
+    cluster.command("admin", command).await.map(|_| ())
 }
 
 /// Applies one catalog change (not `Copy`, which the copy engine performs).
@@ -86,9 +89,12 @@ pub async fn apply_change(
         Change::CreateCollection { options, .. } | Change::CreateView { options, .. } => {
             create_namespace(cluster, ns, options, ours).await
         }
-        Change::ShardCollection { key, unique } => {
-            shard_collection(cluster, ns, key, *unique).await
-        }
+        Change::ShardCollection {
+            key,
+            unique,
+            simple_collation,
+            ..
+        } => shard_collection(cluster, ns, key, *unique, *simple_collation).await,
         Change::CreateIndex { index, .. } => create_index(cluster, ns, index).await,
         Change::Copy { .. } => Ok(()),
     }

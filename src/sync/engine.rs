@@ -7,7 +7,7 @@
 //! `committed` (or `aborted`, `expired`). The reader runs from T0 to the end of the drain; the
 //! applier from the end of the copy to the end of the drain.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -36,7 +36,8 @@ use crate::namespace::Namespace;
 use crate::plan::{Action, Change, IndexPhase};
 use crate::state::lockfile::{self, StateError};
 use crate::state::{
-    ClusterTime, CopyStatus, MigrationState, NamespaceState, Phase, VerificationSummary, WriteBlock,
+    ClusterTime, CopyStatus, MigrationState, NamespaceState, Phase, ShardEstimate,
+    VerificationSummary, WriteBlock,
 };
 use crate::verify::{self, VerifyMode, VerifyRequest};
 
@@ -149,9 +150,28 @@ impl<'c> Engine<'c> {
                     source,
                     documents,
                     bytes,
+                    ..
                 } => (source, CollectionKind::Collection, *documents, *bytes),
                 Change::CreateView { source, .. } => (source, CollectionKind::View, 0, 0),
                 _ => continue,
+            };
+            let (source_shard_key, source_shards) = match &action.change {
+                Change::Copy {
+                    source_shard_key,
+                    shards,
+                    ..
+                } => (
+                    source_shard_key.clone(),
+                    shards
+                        .iter()
+                        .map(|s| ShardEstimate {
+                            shard: s.shard.clone(),
+                            documents: s.documents,
+                            bytes: s.bytes,
+                        })
+                        .collect(),
+                ),
+                _ => (None, Vec::new()),
             };
             if self.state.namespace_mut(&action.namespace).is_some() {
                 continue;
@@ -172,14 +192,19 @@ impl<'c> Engine<'c> {
                 bytes_estimate: bytes,
                 partitions: Vec::new(),
                 duplicates: 0,
+                source_shard_key,
+                source_shards,
+                shard_key: None,
             });
         }
         self.dirty = true;
     }
 
-    /// Drops, creates, shards and builds before-copy indexes, recording each step.
+    /// Drops, creates, shards and builds before-copy indexes, recording each step. The source
+    /// is sampled for the split points of ranged shard keys.
     pub async fn prepare(
         &mut self,
+        source: &Cluster,
         destination: &Cluster,
         actions: &[Action],
     ) -> Result<(), ApplyError> {
@@ -204,9 +229,20 @@ impl<'c> Engine<'c> {
                     apply_with_retries(destination, ns, &action.change, true, self.backoff())
                         .await?;
                 }
-                Change::ShardCollection { .. } => {
+                Change::ShardCollection { key, presplit, .. } => {
+                    // Recorded before the command, like a creation.
+                    if let Some(entry) = self.state.namespace_mut(ns) {
+                        entry.shard_key = Some(key.clone());
+                    }
+                    self.persist()?;
+                    self.set_activity(&format!("sharding {ns}"));
                     apply_with_retries(destination, ns, &action.change, true, self.backoff())
                         .await?;
+                    if let Some(p) = presplit {
+                        self.set_activity(&format!("splitting {ns} into {} chunks", p.chunks));
+                        super::sharded::presplit(source, destination, &p.source, ns, key, p.chunks)
+                            .await;
+                    }
                 }
                 Change::CreateIndex {
                     phase: IndexPhase::BeforeCopy,
@@ -251,6 +287,44 @@ impl<'c> Engine<'c> {
             .collect()
     }
 
+    /// Decides the partitions of sharded source collections not started yet: runs of chunks
+    /// on one shard (see [`super::shard_ranges`]), recorded before any is copied.
+    async fn partition_sharded_sources(&mut self, source: &Cluster) -> Result<(), ApplyError> {
+        let partition_bytes = self.config.options.copy.partition_size.bytes();
+        let pending: Vec<(Namespace, Namespace, bson::Document, Vec<ShardEstimate>)> = self
+            .state
+            .namespaces
+            .iter()
+            .filter(|n| n.kind == CollectionKind::Collection && n.copy == CopyStatus::Pending)
+            .filter_map(|n| {
+                Some((
+                    n.source.clone(),
+                    n.destination.clone(),
+                    n.source_shard_key.clone()?,
+                    n.source_shards.clone(),
+                ))
+            })
+            .collect();
+        for (source_ns, destination_ns, key, estimates) in pending {
+            let partitions = super::shard_ranges::key_range_partitions(
+                source,
+                &source_ns,
+                &key,
+                partition_bytes,
+                &estimates,
+            )
+            .await?;
+            if let Some(partitions) = partitions
+                && let Some(n) = self.state.namespace_mut(&destination_ns)
+            {
+                n.partitions = partitions;
+                n.copy = CopyStatus::Copying;
+            }
+        }
+        self.persist()?;
+        Ok(())
+    }
+
     /// Records a copy update. Decided and completed partitions are persisted at once, so
     /// finished work is never redone after a crash; watermarks wait for the next periodic
     /// write (a crash then repeats at most a couple of seconds of batches).
@@ -285,6 +359,18 @@ impl<'c> Engine<'c> {
                         p.documents += documents;
                         p.bytes += bytes;
                     }
+                }
+            }
+            CopyUpdate::Restarted {
+                destination,
+                partition,
+            } => {
+                if let Some(n) = self.state.namespace_mut(&destination)
+                    && let Some(p) = n.partitions.iter_mut().find(|p| p.id == partition)
+                {
+                    p.documents = 0;
+                    p.bytes = 0;
+                    p.resume_from = None;
                 }
             }
             CopyUpdate::PartitionDone {
@@ -367,6 +453,9 @@ impl<'c> Engine<'c> {
                         bytes_estimate: 0,
                         partitions: Vec::new(),
                         duplicates: 0,
+                        source_shard_key: None,
+                        source_shards: Vec::new(),
+                        shard_key: None,
                     });
                 }
             }
@@ -569,6 +658,7 @@ impl<'c> Engine<'c> {
             write_concern: write_concern(&self.config.options.write_concern),
             backoff: self.backoff(),
         };
+        self.partition_sharded_sources(source).await?;
         let jobs = self.copy_jobs();
         if !jobs.is_empty() {
             self.set_activity("copying");
@@ -619,7 +709,12 @@ impl<'c> Engine<'c> {
                 &self.config.options.write_concern,
             ),
             spool_dir: spool_dir(&self.lockfile),
-            shard_keys: self.destination_shard_keys(),
+            shard_keys: retry(
+                "reading the destination's shard keys",
+                self.backoff(),
+                || super::sharded::destination_shard_keys(destination),
+            )
+            .await?,
             backoff: self.backoff(),
         };
         let mut applier = tokio::spawn(run_applier(
@@ -713,20 +808,6 @@ impl<'c> Engine<'c> {
     /// How transient failures are retried (`options.retry_for`).
     fn backoff(&self) -> Backoff {
         Backoff::within(self.config.options.retry_for)
-    }
-
-    fn destination_shard_keys(&self) -> HashMap<Namespace, Vec<String>> {
-        self.config
-            .options
-            .sharding
-            .iter()
-            .map(|s| {
-                (
-                    s.namespace.clone(),
-                    s.key.0.iter().map(|(f, _)| f.clone()).collect(),
-                )
-            })
-            .collect()
     }
 
     /// The cutover's control logic, run on every tick: persistence, requests, approval,

@@ -1,13 +1,18 @@
 //! A snapshot of a migration's progress, built from its state: what `apply` displays while it
 //! runs, and what `status` shows from the lockfile.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::plan::model::{approx_bytes, approx_count};
 
-use crate::state::{CopyStatus, MigrationState, Phase};
+use crate::state::{CopyStatus, MigrationState, NamespaceState, Phase};
+
+fn compact(doc: &bson::Document) -> String {
+    crate::plan::planner::compact_json(doc)
+}
 
 /// Progress of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,6 +37,79 @@ pub struct NamespaceProgress {
     pub partitions: usize,
     /// Documents found already copied after a resume.
     pub duplicates: u64,
+    /// The source's shard key, for a sharded source collection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_shard_key: Option<String>,
+    /// The shard key this migration gave the destination collection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_key: Option<String>,
+    /// The copy per source shard (sharded source only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardProgress>,
+}
+
+/// The copy of one source shard's data (of one namespace, or of all of them).
+///
+/// A sharded collection's partitions are runs of chunks on one shard, so what they copied is
+/// that shard's; an unsharded collection lives on one shard (its database's primary), to which
+/// all of it is counted. Estimates are the shards' `$collStats` when the migration started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ShardProgress {
+    /// The source shard.
+    pub shard: String,
+    /// Documents copied.
+    pub documents: u64,
+    /// Documents estimated.
+    pub documents_estimate: u64,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// Bytes estimated.
+    pub bytes_estimate: u64,
+    /// Partitions complete.
+    pub partitions_done: usize,
+    /// Partitions in all.
+    pub partitions: usize,
+}
+
+impl ShardProgress {
+    fn add(&mut self, other: &ShardProgress) {
+        self.documents += other.documents;
+        self.documents_estimate += other.documents_estimate;
+        self.bytes += other.bytes;
+        self.bytes_estimate += other.bytes_estimate;
+        self.partitions_done += other.partitions_done;
+        self.partitions += other.partitions;
+    }
+}
+
+/// Per-shard progress of one namespace.
+fn shard_progress(n: &NamespaceState) -> Vec<ShardProgress> {
+    let mut shards: BTreeMap<String, ShardProgress> = BTreeMap::new();
+    for e in &n.source_shards {
+        let s = shards.entry(e.shard.clone()).or_default();
+        s.documents_estimate += e.documents;
+        s.bytes_estimate += e.bytes;
+    }
+    let single = (n.source_shards.len() == 1).then(|| n.source_shards[0].shard.clone());
+    for p in &n.partitions {
+        let shard = match (&p.range, &single) {
+            (Some(r), _) => r.shard.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => continue,
+        };
+        let s = shards.entry(shard).or_default();
+        s.documents += p.documents;
+        s.bytes += p.bytes;
+        s.partitions += 1;
+        s.partitions_done += usize::from(p.done);
+    }
+    shards
+        .into_iter()
+        .map(|(shard, mut s)| {
+            s.shard = shard;
+            s
+        })
+        .collect()
 }
 
 /// A progress snapshot.
@@ -73,6 +151,9 @@ pub struct Progress {
     pub approved_by: Option<String>,
     /// Per namespace.
     pub namespaces: Vec<NamespaceProgress>,
+    /// The copy per source shard, all namespaces (sharded source only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardProgress>,
 }
 
 impl Progress {
@@ -96,6 +177,7 @@ impl Progress {
             deadline: None,
             approved_by: None,
             namespaces: Vec::new(),
+            shards: Vec::new(),
         }
     }
 
@@ -116,6 +198,20 @@ impl Progress {
                 partitions_done: n.partitions.iter().filter(|p| p.done).count(),
                 partitions: n.partitions.len(),
                 duplicates: n.duplicates,
+                source_shard_key: n.source_shard_key.as_ref().map(compact),
+                shard_key: n.shard_key.as_ref().map(compact),
+                shards: shard_progress(n),
+            })
+            .collect();
+        let mut shards: BTreeMap<String, ShardProgress> = BTreeMap::new();
+        for s in namespaces.iter().flat_map(|n| &n.shards) {
+            shards.entry(s.shard.clone()).or_default().add(s);
+        }
+        let shards = shards
+            .into_iter()
+            .map(|(shard, mut s)| {
+                s.shard = shard;
+                s
             })
             .collect();
         Self {
@@ -139,6 +235,7 @@ impl Progress {
             deadline: state.cutover.deadline.clone(),
             approved_by: state.cutover.approval.as_ref().map(|a| a.by.clone()),
             namespaces,
+            shards,
         }
     }
 }
@@ -211,7 +308,7 @@ pub fn summary_line(p: &Progress, rate: (f64, f64)) -> String {
         String::new()
     };
     format!(
-        "[{}] {}: {percent} ({}/{} docs, {} of {}) {} docs/s, {}/s{eta}; {}",
+        "[{}] {}: {percent} ({}/{} docs, {} of {}) {} docs/s, {}/s{eta}{}; {}",
         p.phase,
         p.activity,
         approx_count(p.documents),
@@ -220,8 +317,32 @@ pub fn summary_line(p: &Progress, rate: (f64, f64)) -> String {
         approx_bytes(p.bytes_estimate),
         approx_count(rate.0 as u64),
         approx_bytes(rate.1 as u64),
+        shards_summary(p),
         sync_summary(p),
     )
+}
+
+/// ` [shard0 45%, shard1 52%]` while a sharded source is copied; empty otherwise.
+pub fn shards_summary(p: &Progress) -> String {
+    if p.shards.is_empty() || p.phase > Phase::Copying {
+        return String::new();
+    }
+    let parts: Vec<String> = p
+        .shards
+        .iter()
+        .map(|s| {
+            let percent = if s.documents_estimate > 0 {
+                format!(
+                    "{:.0}%",
+                    100.0 * s.documents as f64 / s.documents_estimate as f64
+                )
+            } else {
+                approx_count(s.documents)
+            };
+            format!("{} {percent}", s.shard)
+        })
+        .collect();
+    format!(" [{}]", parts.join(", "))
 }
 
 /// Documents and bytes per second over the last few seconds.

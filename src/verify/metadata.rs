@@ -1,6 +1,7 @@
 //! Comparing what is not documents: indexes (key, unique, partial filter, TTL, collation,
-//! hidden, sparse, ...) and collection options (capped, validator, collation, clustered index,
-//! view definitions), with the migration's renames applied.
+//! hidden, sparse, ...), collection options (capped, validator, collation, clustered index,
+//! view definitions) and, on a sharded destination, shard keys, with the migration's renames
+//! applied.
 //!
 //! Unlike Atlas Live Migration and mongosync, which skip these, every option the server reports
 //! is compared, except what a server owns and sets itself (index version `v`, `ns`, the
@@ -9,6 +10,7 @@
 use bson::{Bson, Document};
 
 use crate::cluster::{CollectionInfo, IndexSpec};
+use crate::shard_key::ShardKey;
 
 /// Index fields that belong to the server, not to the index's definition.
 const SERVER_OWNED_INDEX_FIELDS: &[&str] = &["v", "ns", "background"];
@@ -64,6 +66,68 @@ pub fn compare_indexes(
         }
     }
     out
+}
+
+/// The destination's indexes without those that exist only there because they support its
+/// shard key (`shardCollection` creates one on an empty collection when no migrated index
+/// supports the key): they are the sharding's, not a difference.
+pub fn without_shard_key_indexes(
+    source: &CollectionInfo,
+    destination: &CollectionInfo,
+) -> Vec<IndexSpec> {
+    let key = destination.shard_key.as_ref().and_then(ShardKey::new);
+    destination
+        .indexes
+        .iter()
+        .filter(|d| {
+            source.indexes.iter().any(|s| s.name == d.name)
+                || !key.as_ref().is_some_and(|k| k.is_supported_by(d))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Compares a sharded destination collection's shard key with the expected one (`None`: it
+/// should not be sharded). Nothing is compared on a destination that is not sharded.
+pub fn compare_shard_keys(
+    expected: Option<(&Document, bool)>,
+    destination: &CollectionInfo,
+    destination_sharded: bool,
+) -> Vec<MetadataDifference> {
+    if !destination_sharded {
+        return Vec::new();
+    }
+    let same = |a: &Document, b: &Document| match (ShardKey::new(a), ShardKey::new(b)) {
+        (Some(a), Some(b)) => a.fields == b.fields && a.is_prefix_of(&b.pattern),
+        _ => a == b,
+    };
+    match (expected, &destination.shard_key) {
+        (None, None) => Vec::new(),
+        (Some((key, _)), None) => vec![format!(
+            "the collection is not sharded; its shard key should be {}",
+            compact(key)
+        )],
+        (None, Some(actual)) => vec![format!(
+            "the collection is sharded on {} on the destination only",
+            compact(actual)
+        )],
+        (Some((key, unique)), Some(actual)) => {
+            let mut out = Vec::new();
+            if !same(key, actual) {
+                out.push(format!(
+                    "shard key is {} instead of {}",
+                    compact(actual),
+                    compact(key)
+                ));
+            } else if unique != destination.shard_key_unique {
+                out.push(format!(
+                    "shard key unique is {} instead of {unique}",
+                    destination.shard_key_unique
+                ));
+            }
+            out
+        }
+    }
 }
 
 fn definition(options: &Document) -> Document {
@@ -177,6 +241,8 @@ mod tests {
             indexes: vec![],
             stats: CollectionStats::default(),
             shard_key: None,
+            shard_key_unique: false,
+            shard_stats: Default::default(),
         }
     }
 

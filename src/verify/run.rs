@@ -15,7 +15,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::matcher::{IdKey, Matcher, RangeOutcome, describe_key, key_and_hash};
-use super::metadata::{compare_indexes, compare_options};
+use super::metadata::{
+    compare_indexes, compare_options, compare_shard_keys, without_shard_key_indexes,
+};
 use super::report::{NamespaceReport, VERIFY_FORMAT_VERSION, VerifyMode, VerifyReport};
 use crate::cluster::retry::{Backoff, Transient, retry};
 use crate::cluster::{Cluster, ClusterError, CollectionKind, InspectRequest, inspect};
@@ -242,7 +244,14 @@ pub async fn verify(
                 .map_or_else(|| original.to_owned(), |n| n.destination.coll().to_owned())
         });
         report.options = compare_options(m.info, dest_info, view_on.as_deref());
-        report.indexes = compare_indexes(&m.info.indexes, &dest_info.indexes, expect_secondary);
+        let dest_indexes = without_shard_key_indexes(m.info, dest_info);
+        report.indexes = compare_indexes(&m.info.indexes, &dest_indexes, expect_secondary);
+        let expected = crate::plan::sharding::expected_key(config, m);
+        report.options.extend(compare_shard_keys(
+            expected.as_ref().map(|(key, unique, ..)| (key, *unique)),
+            dest_info,
+            destination_snapshot.server.topology == crate::cluster::Topology::Sharded,
+        ));
         if m.info.kind != CollectionKind::Collection {
             reports.push(report);
             continue;

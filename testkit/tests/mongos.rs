@@ -995,6 +995,54 @@ async fn change_streams_through_mongos_start_empty_and_carry_the_shard_key() {
 }
 
 #[tokio::test]
+async fn a_shard_key_change_that_moves_a_document_is_a_delete_and_an_insert() {
+    let server = start_mongos(2).await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("m");
+    admin(&client, doc! {"shardCollection": "db.m", "key": {"k": 1}})
+        .await
+        .unwrap();
+    admin(&client, doc! {"split": "db.m", "middle": {"k": 100}})
+        .await
+        .unwrap();
+    admin(
+        &client,
+        doc! {"moveChunk": "db.m", "find": {"k": 100}, "to": "shard1"},
+    )
+    .await
+    .unwrap();
+    coll.insert_one(doc! {"_id": 1, "k": 5}).await.unwrap();
+    let mut stream = coll.watch().await.unwrap();
+    // Within a shard: one update event. Across shards: the insert on the new shard and the
+    // delete on the old one, at one cluster time (one transaction).
+    coll.update_one(doc! {"_id": 1, "k": 5}, doc! {"$set": {"k": 6}})
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 1, "k": 6}, doc! {"$set": {"k": 150}})
+        .await
+        .unwrap();
+    let mut events: Vec<ChangeStreamEvent<Document>> = Vec::new();
+    while events.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("an event arrives")
+            .unwrap()
+            .unwrap();
+        events.push(event);
+    }
+    assert_eq!(events[0].operation_type, OperationType::Update);
+    assert_eq!(events[1].operation_type, OperationType::Insert);
+    assert_eq!(events[1].document_key, Some(doc! {"k": 150, "_id": 1}));
+    assert_eq!(events[2].operation_type, OperationType::Delete);
+    assert_eq!(events[2].document_key, Some(doc! {"k": 6, "_id": 1}));
+    assert_eq!(events[1].cluster_time, events[2].cluster_time);
+    assert_eq!(
+        shard_counts(&client, "db", "m").await,
+        BTreeMap::from([("shard0".to_string(), 0), ("shard1".to_string(), 1)])
+    );
+}
+
+#[tokio::test]
 async fn balancer_start_stop_and_status() {
     let server = start_mongos(2).await;
     let client = common::client(&server).await;

@@ -47,6 +47,19 @@ impl Pair {
         }
     }
 
+    /// A mongos in front of `shards` shards, for `Pair::with`.
+    pub fn mongos(shards: usize) -> mongoshift_testkit::TestServerBuilder {
+        TestServer::builder()
+            .mode(Mode::Mongos)
+            .shards(shards)
+            .noop_interval(Duration::from_millis(200))
+    }
+
+    /// A replica set named `name`, for `Pair::with`.
+    pub fn replica_set(name: &str) -> mongoshift_testkit::TestServerBuilder {
+        TestServer::builder().replica_set_name(name)
+    }
+
     /// A standalone source.
     pub fn standalone_source() -> Self {
         Self::with(

@@ -143,6 +143,32 @@ pub fn run(cli: &Cli, args: &StatusArgs, out: &Output) -> u8 {
                 String::new()
             }
         );
+        let mut sharding = Vec::new();
+        if let Some(key) = &n.source_shard_key {
+            sharding.push(format!("source sharded on {key}"));
+        }
+        if let Some(key) = &n.shard_key {
+            sharding.push(format!("destination sharded on {key}"));
+        }
+        if !sharding.is_empty() {
+            let _ = writeln!(text, "  {:<40} {}", "", sharding.join("; "));
+        }
+    }
+    if !progress.shards.is_empty() {
+        text.push_str("Source shards (copy)\n");
+        for s in &progress.shards {
+            let _ = writeln!(
+                text,
+                "  {:<40} {}/~{} docs, {} of ~{}, {}/{} partitions",
+                s.shard,
+                approx_count(s.documents),
+                approx_count(s.documents_estimate),
+                approx_bytes(s.bytes),
+                approx_bytes(s.bytes_estimate),
+                s.partitions_done,
+                s.partitions
+            );
+        }
     }
     out.out(&text);
     exit::SUCCESS

@@ -288,20 +288,44 @@ fn apply_update(
         match applied {
             Some(mut applied) => {
                 let document = keep_id(&m.doc, std::mem::take(&mut applied.document))?;
+                let mut moves_shard = false;
                 if let Some(sharding) = &store.engine.sharding {
                     sharding.check_update(&coll.uuid, query, multi, &m.doc, &document)?;
+                    moves_shard = sharding
+                        .collection(&coll.uuid)
+                        .is_some_and(|c| c.shard_of(&m.doc) != c.shard_of(&document));
                 }
                 let after = data.replace(&ns_string, m.rid, document)?;
                 outcome.modified += 1;
-                *last_ts = Some(store.log(OplogOp::Update {
-                    ns: ns.clone(),
-                    uuid: coll.uuid,
-                    before: Arc::clone(&m.doc),
-                    after: Arc::clone(&after),
-                    replacement: update.is_replacement(),
-                    images,
-                    description: applied.description,
-                }));
+                *last_ts = Some(if moves_shard {
+                    // mongod 7.0 (`WouldChangeOwningShard`): the update becomes a delete on the
+                    // old shard and an insert on the new one, in one transaction, and change
+                    // streams show those two events, in either order (SERVER-95461). Logged as
+                    // one entry, insert first: the order readers most easily get wrong.
+                    store.log_all(vec![
+                        OplogOp::Insert {
+                            ns: ns.clone(),
+                            uuid: coll.uuid,
+                            doc: Arc::clone(&after),
+                        },
+                        OplogOp::Delete {
+                            ns: ns.clone(),
+                            uuid: coll.uuid,
+                            before: Arc::clone(&m.doc),
+                            images,
+                        },
+                    ])
+                } else {
+                    store.log(OplogOp::Update {
+                        ns: ns.clone(),
+                        uuid: coll.uuid,
+                        before: Arc::clone(&m.doc),
+                        after: Arc::clone(&after),
+                        replacement: update.is_replacement(),
+                        images,
+                        description: applied.description,
+                    })
+                });
                 last_pair = Some((m.doc, after));
             }
             None => last_pair = Some((Arc::clone(&m.doc), m.doc)),

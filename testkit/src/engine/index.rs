@@ -3,9 +3,11 @@
 //! Entries are `(key bytes, record id)` pairs in a `BTreeSet`, with keys from
 //! [`query::keystring::index_keys`](crate::query::keystring::index_keys), so byte order is the
 //! server's order and multikey documents have one entry per array element. Unique indexes are
-//! enforced at write time with mongod's duplicate-key error. Special index types (`text`,
-//! `2dsphere`, `hashed`, ...) are stored and listed, and keyed on the raw field values, which is
-//! enough for uniqueness but not for text or geo queries (which this server does not run).
+//! enforced at write time with mongod's duplicate-key error. Hashed indexes are keyed on the
+//! hash of their hashed field, as mongod's, so `hint` + `min`/`max` ranges on them match a real
+//! server's. Other special index types (`text`, `2dsphere`, ...) are stored and listed, and
+//! keyed on the raw field values, which is enough for uniqueness but not for text or geo
+//! queries (which this server does not run).
 
 use std::collections::BTreeSet;
 
@@ -202,7 +204,61 @@ impl IndexSpec {
         {
             return Ok(Vec::new());
         }
+        if self.hashed_field().is_some() {
+            return self.hashed_keys(doc);
+        }
         Ok(keystring::index_keys(doc, &self.pattern)?)
+    }
+
+    /// The path of the `"hashed"` field, if the index has one.
+    pub fn hashed_field(&self) -> Option<&str> {
+        self.key
+            .iter()
+            .find(|(_, v)| matches!(v, Bson::String(s) if s == "hashed"))
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// Keys of an index with a hashed field: as mongod's `ExpressionKeysPrivate::getHashKeys`,
+    /// the hashed field's key is `NumberLong(hash64(value))` (`null` when missing; an array is
+    /// error 16766), so `min`/`max` bounds and chunk ranges of hashed shard keys compare
+    /// against hashes. The other fields are keyed as in any index.
+    fn hashed_keys(&self, doc: &RawDocument) -> Result<Vec<Vec<u8>>, CommandError> {
+        use crate::query::hashed::{DEFAULT_SEED, hash64};
+        let hashed = self.hashed_field().unwrap_or_default();
+        let mut keys: Vec<Vec<u8>> = vec![Vec::new()];
+        for (path, direction) in &self.pattern {
+            let components: Vec<Vec<u8>> = if path == hashed {
+                let value =
+                    crate::query::path::get_path(doc, path).unwrap_or(bson::RawBsonRef::Null);
+                if matches!(value, bson::RawBsonRef::Array(_)) {
+                    return Err(CommandError::new(
+                        16766,
+                        "Error: hashed indexes do not currently support array values",
+                    ));
+                }
+                let mut k = Vec::new();
+                keystring::append_component(
+                    &mut k,
+                    bson::RawBsonRef::Int64(hash64(value, DEFAULT_SEED)),
+                    *direction,
+                );
+                vec![k]
+            } else {
+                keystring::index_keys(doc, &[(path.clone(), *direction)])?
+            };
+            let mut next = Vec::with_capacity(keys.len() * components.len());
+            for prefix in &keys {
+                for c in &components {
+                    let mut k = prefix.clone();
+                    k.extend_from_slice(c);
+                    next.push(k);
+                }
+            }
+            keys = next;
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
     }
 }
 

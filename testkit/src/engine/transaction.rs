@@ -332,6 +332,18 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// Commits several ops as one entry, at one cluster time (outside a transaction), or logs
+    /// them in the transaction; returns the cluster time to report.
+    pub fn log_all(&self, ops: Vec<OplogOp>) -> Timestamp {
+        match self.txn() {
+            Some(mut txn) => {
+                txn.ops.extend(ops);
+                self.engine.oplog.cluster_time()
+            }
+            None => self.engine.oplog.append(ops, None),
+        }
+    }
+
     /// Commits one op (outside a transaction) or logs it in the transaction; returns the
     /// cluster time to report.
     pub fn log(&self, op: OplogOp) -> Timestamp {
