@@ -1,0 +1,197 @@
+//! `mongoshift-bench`: measures mongoshift against `mongoshift-testd` servers running as
+//! separate processes, prints a table and writes JSON.
+//!
+//! ```sh
+//! cargo run --release -p mongoshift-bench -- --out target/bench/bench.json
+//! ```
+//!
+//! One run measures: the destination's raw batched-insert ceiling; mongoshift's copy rate and
+//! its ratio to the ceiling; CPU seconds per million documents; peak RSS copying 1× and 10×
+//! the data; change-application lag under a writer at rising rates; verification against a
+//! plain scan; `plan` time for many collections; and a hand-written pymongo copy. Figures are
+//! reported, never asserted: the targets are shown as met or not.
+
+mod data;
+mod process;
+mod report;
+mod scenarios;
+mod servers;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use mongodb::Client;
+
+/// Errors of the harness.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(name = "mongoshift-bench", version, about)]
+pub struct Args {
+    /// Documents of the copy (the 10× data set; the 1× set for peak memory is a tenth).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub docs: u64,
+    /// Size of each document, bytes.
+    #[arg(long, default_value_t = 500)]
+    pub doc_size: usize,
+    /// Seconds the writer runs at each rate of the lag measurement.
+    #[arg(long, default_value_t = 10)]
+    pub lag_step: u64,
+    /// Writer rates (changes/s) of the lag measurement; by default 5 %, 10 %, 25 %, 50 %, 75 %
+    /// and 100 % of the measured ceiling.
+    #[arg(long, value_delimiter = ',')]
+    pub lag_rates: Vec<u64>,
+    /// Collection counts `plan` is timed for.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub plan_collections: Vec<usize>,
+    /// Skip the pymongo baseline.
+    #[arg(long)]
+    pub skip_pymongo: bool,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "target/bench/bench.json")]
+    pub out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args).await {
+        Ok(results) => {
+            println!("{}", report::table(&results));
+            if let Err(e) = report::save(&results, &args.out) {
+                eprintln!("mongoshift-bench: cannot write {}: {e}", args.out.display());
+                return ExitCode::FAILURE;
+            }
+            println!("JSON: {}", args.out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mongoshift-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args) -> Result<report::Results, BoxError> {
+    let say = |s: &str| eprintln!("bench: {s}");
+    let binaries = servers::Binaries::locate()?;
+    let root = tempfile::tempdir()?;
+    // An oplog ten times the seeded data: seeding fills it quickly, and `plan` projects the
+    // window of a partly full oplog to a full one (a real cluster's oplog is sized likewise).
+    let oplog = usize::try_from(args.docs.saturating_mul(10))
+        .unwrap_or(usize::MAX)
+        .max(1_000_000);
+    let source = servers::Server::start(&binaries.testd, "src", oplog)?;
+    let destination = servers::Server::start(&binaries.testd, "dst", oplog)?;
+    let src = Client::with_uri_str(&source.uri).await?;
+    let dst = Client::with_uri_str(&destination.uri).await?;
+    let small = (args.docs / 10).max(1);
+
+    say(&format!(
+        "seeding {} + {small} documents of {} bytes",
+        args.docs, args.doc_size
+    ));
+    data::seed(&src, "bench", "docs", args.docs, args.doc_size, 4).await?;
+    data::seed(&src, "bench_small", "docs", small, args.doc_size, 4).await?;
+
+    say("ceiling: raw batched inserts into the destination");
+    let ceiling = scenarios::ceiling(&dst, args.docs, args.doc_size).await?;
+
+    say("mongoshift: copy of the 1× data set");
+    let m_small = scenarios::Migration::new(
+        root.path(),
+        "small",
+        &source.uri,
+        &destination.uri,
+        &["bench_small"],
+        "auto",
+    )?;
+    let copy_small = scenarios::copy(&binaries, &m_small)?;
+    say("mongoshift: copy of the 10× data set");
+    let m_main = scenarios::Migration::new(
+        root.path(),
+        "main",
+        &source.uri,
+        &destination.uri,
+        &["bench"],
+        "auto",
+    )?;
+    let copy = scenarios::copy(&binaries, &m_main)?;
+
+    say("verify against a plain scan");
+    let verify = scenarios::verify(&binaries, &m_main, &src, &dst, "bench").await?;
+
+    let pymongo = if args.skip_pymongo {
+        Err("skipped (--skip-pymongo)".to_owned())
+    } else {
+        say("pymongo baseline");
+        scenarios::pymongo(&source.uri, &destination.uri, "bench")
+    };
+
+    let rates = if args.lag_rates.is_empty() {
+        [0.05, 0.10, 0.25, 0.50, 0.75, 1.0]
+            .iter()
+            .map(|f| (ceiling.docs_per_sec * f).round() as u64)
+            .collect()
+    } else {
+        args.lag_rates.clone()
+    };
+    say(&format!("lag under a writer at {rates:?} changes/s"));
+    let m_live = scenarios::Migration::new(
+        root.path(),
+        "live",
+        &source.uri,
+        &destination.uri,
+        &["live"],
+        "file",
+    )?;
+    let lag = scenarios::lag(
+        &binaries,
+        &m_live,
+        &src,
+        &dst,
+        &rates,
+        Duration::from_secs(args.lag_step),
+    )
+    .await?;
+
+    let mut plans = Vec::new();
+    let mut existing = 0;
+    let plan_dbs: Vec<String> = (0..10).map(|i| format!("plan{i}")).collect();
+    let plan_dbs: Vec<&str> = plan_dbs.iter().map(String::as_str).collect();
+    let m_plan = scenarios::Migration::new(
+        root.path(),
+        "plan",
+        &source.uri,
+        &destination.uri,
+        &plan_dbs,
+        "file",
+    )?;
+    let mut counts = args.plan_collections.clone();
+    counts.sort_unstable();
+    for total in counts {
+        say(&format!("plan with {total} collections"));
+        plans.push(scenarios::plan(&binaries, &m_plan, &src, existing, total).await?);
+        existing = total;
+    }
+
+    Ok(report::Results {
+        machine: report::Machine::read(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        documents: args.docs,
+        document_size: args.doc_size,
+        ceiling,
+        copy_small,
+        copy,
+        verify,
+        pymongo,
+        lag,
+        half_ceiling_rate: (ceiling.docs_per_sec * 0.5).round() as u64,
+        plans,
+        source_peak_rss: process::peak_rss(source.pid()),
+        destination_peak_rss: process::peak_rss(destination.pid()),
+    })
+}

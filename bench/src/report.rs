@@ -1,0 +1,292 @@
+//! The results: a table for people, JSON for tools, and the targets of the performance issue.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::scenarios::{CopyRun, LagStep, PlanRun, Rate, VerifyRun};
+
+/// The machine a run was made on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPU model.
+    pub cpu: String,
+    /// Logical CPUs available.
+    pub cpus: usize,
+    /// Memory, bytes.
+    pub memory: u64,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+impl Machine {
+    /// Reads `/proc` (Linux).
+    pub fn read() -> Self {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let cpuinfo = read("/proc/cpuinfo");
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown".to_owned(), |(_, m)| m.trim().to_owned());
+        let memory = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024);
+        Self {
+            cpu,
+            cpus: std::thread::available_parallelism().map_or(0, usize::from),
+            memory,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        }
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Serialize)]
+pub struct Results {
+    /// Where.
+    pub machine: Machine,
+    /// The command line.
+    pub command: String,
+    /// Documents of the copy.
+    pub documents: u64,
+    /// Bytes per document.
+    pub document_size: usize,
+    /// The destination's raw insert rate.
+    pub ceiling: Rate,
+    /// mongoshift copying a tenth of the data.
+    pub copy_small: CopyRun,
+    /// mongoshift copying all of it.
+    pub copy: CopyRun,
+    /// Verification and a plain scan.
+    pub verify: VerifyRun,
+    /// The pymongo copy, or why it did not run.
+    #[serde(serialize_with = "ok_or_reason")]
+    pub pymongo: Result<Rate, String>,
+    /// Lag per writer rate.
+    pub lag: Vec<LagStep>,
+    /// Half the ceiling, changes/s (the lag target's rate).
+    pub half_ceiling_rate: u64,
+    /// `plan` times.
+    pub plans: Vec<PlanRun>,
+    /// Peak RSS of the source server, bytes.
+    pub source_peak_rss: Option<u64>,
+    /// Peak RSS of the destination server, bytes.
+    pub destination_peak_rss: Option<u64>,
+}
+
+fn ok_or_reason<S: serde::Serializer>(v: &Result<Rate, String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Ok(rate) => rate.serialize(s),
+        Err(reason) => serde_json::json!({ "skipped": reason }).serialize(s),
+    }
+}
+
+/// A target of the performance issue and whether this run met it.
+#[derive(Debug, Serialize)]
+pub struct Target {
+    /// What is measured.
+    pub name: &'static str,
+    /// The target.
+    pub target: String,
+    /// The measured figure.
+    pub measured: String,
+    /// Met or not (`None`: not measured).
+    pub met: Option<bool>,
+}
+
+impl Results {
+    /// Copy rate over the ceiling.
+    pub fn copy_ratio(&self) -> f64 {
+        self.copy.rate.docs_per_sec / self.ceiling.docs_per_sec
+    }
+
+    /// Peak RSS at 10× over 1×.
+    pub fn rss_ratio(&self) -> f64 {
+        self.copy.peak_rss as f64 / self.copy_small.peak_rss.max(1) as f64
+    }
+
+    /// CPU seconds per million documents copied (whole `apply` process).
+    pub fn cpu_per_million(&self) -> f64 {
+        self.copy.cpu_secs / (self.copy.rate.documents.max(1) as f64 / 1e6)
+    }
+
+    /// The highest writer rate whose p99 lag stayed under 2 s (and that the writer reached).
+    pub fn highest_rate_under_2s(&self) -> Option<f64> {
+        self.lag
+            .iter()
+            .filter(|s| s.p99_secs < 2.0)
+            .map(|s| s.achieved_rate)
+            .max_by(f64::total_cmp)
+    }
+
+    /// The targets.
+    pub fn targets(&self) -> Vec<Target> {
+        let half = self
+            .lag
+            .iter()
+            .find(|s| s.target_rate == self.half_ceiling_rate);
+        let mut t = vec![
+            Target {
+                name: "copy rate / ceiling",
+                target: "≥ 0.90".into(),
+                measured: format!("{:.2}", self.copy_ratio()),
+                met: Some(self.copy_ratio() >= 0.90),
+            },
+            Target {
+                name: "peak RSS 10× / 1×",
+                target: "≤ 1.3".into(),
+                measured: format!("{:.2}", self.rss_ratio()),
+                met: Some(self.rss_ratio() <= 1.3),
+            },
+            Target {
+                name: "lag p99 at half the ceiling rate",
+                target: format!("< 2 s at {} changes/s", self.half_ceiling_rate),
+                measured: half.map_or_else(
+                    || "not reached (a lower rate already lagged ≥ 2 s)".into(),
+                    |s| format!("{:.2} s (writer made {:.0}/s)", s.p99_secs, s.achieved_rate),
+                ),
+                met: Some(half.is_some_and(|s| {
+                    s.p99_secs < 2.0 && s.achieved_rate >= 0.9 * s.target_rate as f64
+                })),
+            },
+        ];
+        for (collections, limit) in [(1000, 3.0), (10_000, 20.0)] {
+            let run = self.plans.iter().find(|p| p.collections == collections);
+            t.push(Target {
+                name: if collections == 1000 {
+                    "plan, 1,000 collections"
+                } else {
+                    "plan, 10,000 collections"
+                },
+                target: format!("< {limit} s"),
+                measured: run.map_or_else(|| "not measured".into(), |p| format!("{:.2} s", p.secs)),
+                met: run.map(|p| p.secs < limit),
+            });
+        }
+        t
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn rate(r: &Rate) -> String {
+    format!(
+        "{:.0} docs/s, {:.1} MiB/s ({} docs in {:.2} s)",
+        r.docs_per_sec, r.mib_per_sec, r.documents, r.secs
+    )
+}
+
+/// The human table.
+pub fn table(r: &Results) -> String {
+    let mut out = String::new();
+    let m = &r.machine;
+    let _ = writeln!(
+        out,
+        "\nmachine: {}, {} CPUs, {}, Linux {}",
+        m.cpu,
+        m.cpus,
+        mib(m.memory),
+        m.kernel
+    );
+    let _ = writeln!(
+        out,
+        "data: {} documents of {} bytes (1× set: {})\n",
+        r.documents, r.document_size, r.copy_small.rate.documents
+    );
+    let mut rows: Vec<(String, String)> = vec![
+        ("ceiling (raw batched inserts)".into(), rate(&r.ceiling)),
+        ("mongoshift copy".into(), rate(&r.copy.rate)),
+        ("copy / ceiling".into(), format!("{:.2}", r.copy_ratio())),
+        (
+            "CPU per million documents".into(),
+            format!("{:.2} s (apply process, user + sys)", r.cpu_per_million()),
+        ),
+        (
+            "peak RSS 1× / 10×".into(),
+            format!(
+                "{} / {} (ratio {:.2})",
+                mib(r.copy_small.peak_rss),
+                mib(r.copy.peak_rss),
+                r.rss_ratio()
+            ),
+        ),
+        ("verify".into(), rate(&r.verify.verify)),
+        ("plain scan of both sides".into(), rate(&r.verify.scan)),
+        ("verify / scan".into(), format!("{:.2}", r.verify.ratio)),
+    ];
+    match &r.pymongo {
+        Ok(p) => {
+            rows.push(("pymongo find → insert_many(1000)".into(), rate(p)));
+            rows.push((
+                "mongoshift speed-up over pymongo".into(),
+                format!("{:.1}×", r.copy.rate.docs_per_sec / p.docs_per_sec),
+            ));
+        }
+        Err(reason) => rows.push(("pymongo baseline".into(), reason.clone())),
+    }
+    for s in &r.lag {
+        rows.push((
+            format!("lag at {} changes/s", s.target_rate),
+            format!(
+                "p50 {:.3} s, p99 {:.3} s (writer made {:.0}/s, {} probes)",
+                s.p50_secs, s.p99_secs, s.achieved_rate, s.samples
+            ),
+        ));
+    }
+    rows.push((
+        "highest rate with p99 lag < 2 s".into(),
+        r.highest_rate_under_2s()
+            .map_or_else(|| "none".into(), |v| format!("{v:.0} changes/s")),
+    ));
+    for p in &r.plans {
+        rows.push((
+            format!("plan, {} collections", p.collections),
+            format!("{:.2} s", p.secs),
+        ));
+    }
+    if let (Some(s), Some(d)) = (r.source_peak_rss, r.destination_peak_rss) {
+        rows.push((
+            "servers' peak RSS (source / destination)".into(),
+            format!("{} / {}", mib(s), mib(d)),
+        ));
+    }
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (k, v) in rows {
+        let _ = writeln!(out, "{k:<width$}  {v}");
+    }
+    let _ = writeln!(out, "\ntargets:");
+    for t in r.targets() {
+        let met = match t.met {
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+            None => "-",
+        };
+        let _ = writeln!(
+            out,
+            "  {:<34} {:<28} {:<44} {met}",
+            t.name, t.target, t.measured
+        );
+    }
+    out
+}
+
+/// Writes the JSON results (with the targets).
+pub fn save(r: &Results, path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut value = serde_json::to_value(r).map_err(std::io::Error::other)?;
+    value["targets"] = serde_json::to_value(r.targets()).map_err(std::io::Error::other)?;
+    let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
+    std::fs::write(path, text + "\n")
+}

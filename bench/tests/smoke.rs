@@ -1,0 +1,50 @@
+//! The harness end to end on a small data set: every measurement runs and reports what it
+//! measured (the figures themselves are not checked: benchmarks, not timed assertions).
+
+use std::process::Command;
+
+#[test]
+fn a_small_run_measures_everything_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_mongoshift-bench"))
+        .args(["--docs", "3000", "--doc-size", "400", "--lag-step", "1"])
+        .args(["--lag-rates", "100,300", "--plan-collections", "20,40"])
+        .arg("--out")
+        .arg(&out)
+        // Nested `cargo build` would wait for the lock this test run holds; `cargo test
+        // --workspace` has built both binaries already.
+        .env_remove("CARGO")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("copy / ceiling"), "{stdout}");
+    assert!(stdout.contains("targets:"), "{stdout}");
+
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(r["documents"], 3000);
+    assert_eq!(r["ceiling"]["documents"], 3000);
+    assert_eq!(r["copy"]["rate"]["documents"], 3000);
+    assert_eq!(r["copy_small"]["rate"]["documents"], 300);
+    assert!(r["copy"]["rate"]["bytes"].as_u64().unwrap() >= 3000 * 400);
+    assert!(r["copy"]["cpu_secs"].as_f64().unwrap() > 0.0);
+    assert!(r["copy"]["peak_rss"].as_u64().unwrap() > 1024 * 1024);
+    assert_eq!(r["verify"]["verify"]["documents"], 3000);
+    let lag = r["lag"].as_array().unwrap();
+    assert!(!lag.is_empty());
+    assert!(lag[0]["samples"].as_u64().unwrap() > 0);
+    let plans: Vec<u64> = r["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["collections"].as_u64().unwrap())
+        .collect();
+    assert_eq!(plans, [20, 40]);
+    match r["pymongo"].get("skipped") {
+        Some(reason) => assert!(reason.as_str().unwrap().contains("pymongo"), "{reason}"),
+        None => assert_eq!(r["pymongo"]["documents"], 3000),
+    }
+    assert_eq!(r["targets"].as_array().unwrap().len(), 5);
+}
