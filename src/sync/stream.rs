@@ -24,13 +24,8 @@ use crate::config::model::UpdateMode;
 use crate::namespace::{Namespace, NamespaceFilter};
 use crate::state::{ClusterTime, ResumeToken, SpoolPosition};
 
-/// How often the reader makes the spool durable and reports its position when it only has a
-/// newer resume token to report.
+/// How often the reader makes the spool durable and reports its position.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How often it does so when events are waiting: the applier reads only what is durable, so
-/// this interval is a floor of the replication lag (ten `fdatasync`s a second at most).
-const BUSY_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long one getMore waits for new events; also how quickly the reader notices `cancel`.
 const MAX_AWAIT: Duration = Duration::from_millis(500);
@@ -232,10 +227,8 @@ pub async fn run_reader(
                 }
             }
         }
-        let due = last_report.elapsed() >= CHECKPOINT_INTERVAL
-            || (pending_events > 0 && last_report.elapsed() >= BUSY_CHECKPOINT_INTERVAL)
-            || pending_events >= 10_000
-            || stopping;
+        let due =
+            last_report.elapsed() >= CHECKPOINT_INTERVAL || pending_events >= 10_000 || stopping;
         if due && let Some(token) = current_token(&stream) {
             if pending_events > 0 || reported_token.as_ref() != Some(&token) {
                 let position = spool.checkpoint()?;
