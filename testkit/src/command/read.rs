@@ -552,6 +552,9 @@ fn find_in_collection(
         }
         Ok(early_stop.is_some_and(|n| candidates.len() >= n))
     };
+    // A sort the scan's order already provides is not performed, as mongod's planner
+    // answers `sort: {_id: 1}` over the `_id` index from the index, without a blocking sort.
+    let mut presorted = false;
     match hinted {
         Some(None) => {
             // The `_id` index: `_id` order, bounded by min (inclusive) and max (exclusive).
@@ -559,6 +562,15 @@ fn find_in_collection(
             let min = args.min.map(|m| encode_bound(m, &id_pattern)).transpose()?;
             let max = args.max.map(|m| encode_bound(m, &id_pattern)).transpose()?;
             let descending = matches!(args.hint, Some(RawBsonRef::Document(d)) if matches!(d.get("_id"), Ok(Some(v)) if as_i64(v).is_some_and(|n| n < 0)));
+            let scan_direction = if descending {
+                Direction::Descending
+            } else {
+                Direction::Ascending
+            };
+            presorted = args.sort.as_ref().is_some_and(|s| {
+                s.natural().is_none()
+                    && matches!(s.keys(), [k] if k.path == "_id" && k.direction == scan_direction)
+            });
             let range: Vec<_> = data.id_range(min.as_deref(), max.as_deref()).collect();
             let iter: Box<dyn Iterator<Item = _>> = if descending {
                 Box::new(range.into_iter().rev())
@@ -601,7 +613,7 @@ fn find_in_collection(
             }
         }
     }
-    if let Some(sort) = args.sort.as_ref().filter(|s| !s.is_empty()) {
+    if let Some(sort) = args.sort.as_ref().filter(|s| !s.is_empty() && !presorted) {
         let mut keyed: Vec<_> = candidates
             .into_iter()
             .map(|c| (sort.sort_key(&c.0), c))
@@ -1083,12 +1095,34 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         }
         return open_cursor(ctx, request, VecDeque::new(), &ns.db, &coll_name, options);
     }
+    let input = match body.stages().first() {
+        Some(stage) if stage.name() == "$sample" => presample(input, stage.spec()),
+        _ => input,
+    };
     let docs = body.run(
         input.iter().map(|d| d.as_ref() as &RawDocument),
         &mut context,
     )?;
     let queue = docs.into_iter().map(Arc::new).collect();
     open_cursor(ctx, request, queue, &ns.db, &coll_name, options)
+}
+
+/// For a leading `$sample` of fewer documents than the input, the documents picked at random
+/// before the pipeline runs (as mongod reads a leading `$sample` with a random cursor instead
+/// of evaluating every document); the stage itself then keeps them all, in random order.
+fn presample(input: Vec<Arc<RawDocumentBuf>>, stage: &RawDocument) -> Vec<Arc<RawDocumentBuf>> {
+    let size = match stage.get("$sample") {
+        Ok(Some(RawBsonRef::Document(d))) => d.get("size").ok().flatten().and_then(as_i64),
+        _ => None,
+    };
+    match size.and_then(|n| usize::try_from(n).ok()) {
+        Some(n) if n < input.len() => rand::seq::index::sample(&mut rand::rng(), input.len(), n)
+            .into_iter()
+            .map(|i| Arc::clone(&input[i]))
+            .collect(),
+        // Invalid sizes are the stage's to report.
+        _ => input,
+    }
 }
 
 /// The namespace an `$out` stage writes to (`"coll"` or `{db, coll}`).
