@@ -309,7 +309,8 @@ pub struct CopySpec {
     pub parallel_partitions: u32,
 
     /// Large collections are split into partitions of about this size, copied in parallel and
-    /// checkpointed separately.
+    /// checkpointed separately. A smaller collection of at least 8 MiB is still split into up
+    /// to `parallel_partitions` partitions of at least 4 MiB, so that it is copied in parallel.
     #[serde(default = "default_partition_size")]
     pub partition_size: ByteSize,
 

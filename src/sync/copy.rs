@@ -194,7 +194,12 @@ async fn copy_collection(
         _ => {
             let what = format!("$sample {}", job.source);
             let p = retry(&what, ctx.settings.backoff, || {
-                partition(&ctx.source, &job, ctx.settings.partition_bytes)
+                partition(
+                    &ctx.source,
+                    &job,
+                    ctx.settings.partition_bytes,
+                    ctx.settings.parallel_partitions as u64,
+                )
             })
             .await?;
             ctx.updates
@@ -236,11 +241,19 @@ async fn copy_collection(
     result
 }
 
-/// Chooses `_id` ranges of about `partition_bytes` each from a sorted sample of `_id`s.
+/// A collection is split for parallelism only into partitions of at least this size: below
+/// it, a partition's `$sample` share and cursor cost more than parallel reading gains.
+const MIN_SPLIT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Chooses `_id` ranges of about `partition_bytes` each from a sorted sample of `_id`s; a
+/// collection smaller than `parallelism` such ranges still gets up to `parallelism` ranges
+/// (of at least [`MIN_SPLIT_BYTES`]), so that its copy is parallel too and memory depends on
+/// the parallelism, not on the size of the data.
 pub async fn partition(
     source: &Cluster,
     job: &CopyJob,
     partition_bytes: u64,
+    parallelism: u64,
 ) -> Result<Vec<PartitionState>, ClusterError> {
     let whole = vec![PartitionState {
         id: 0,
@@ -252,10 +265,9 @@ pub async fn partition(
         bytes: 0,
         range: None,
     }];
-    let wanted = job
-        .size_bytes
-        .div_ceil(partition_bytes.max(1))
-        .min(MAX_PARTITIONS);
+    let by_size = job.size_bytes.div_ceil(partition_bytes.max(1));
+    let for_parallelism = parallelism.min(job.size_bytes / MIN_SPLIT_BYTES);
+    let wanted = by_size.max(for_parallelism).min(MAX_PARTITIONS);
     if wanted <= 1 || job.count < 2 * wanted {
         return Ok(whole);
     }

@@ -271,6 +271,7 @@ pub async fn verify(
             mode: request.mode,
             recheck: request.recheck,
             partition_bytes: copy.partition_size.bytes(),
+            parallelism: u64::from(copy.parallel_partitions),
             backoff: Backoff::within(config.options.retry_for),
             cancel: cancel.clone(),
         };
@@ -327,6 +328,7 @@ struct NamespaceTask {
     mode: VerifyMode,
     recheck: bool,
     partition_bytes: u64,
+    parallelism: u64,
     backoff: Backoff,
     cancel: CancellationToken,
 }
@@ -351,7 +353,7 @@ impl NamespaceTask {
             _ => {
                 let what = format!("$sample {}", job.source);
                 let p = retry(&what, self.backoff, || {
-                    partition(&self.source, &job, self.partition_bytes)
+                    partition(&self.source, &job, self.partition_bytes, self.parallelism)
                 })
                 .await?;
                 self.shared.record_partitions(&key, p.clone());
