@@ -83,7 +83,8 @@ impl<'a> Reply<'a> {
             None | Some(Bson::Null) => Ok(None),
             Some(value) => as_u64(value).map(Some).ok_or_else(|| {
                 self.error(format!(
-                    "`{key}` is {value}, expected a non-negative number"
+                    "`{key}` is {}, expected a non-negative number",
+                    shown(value)
                 ))
             }),
         }
@@ -94,15 +95,25 @@ impl<'a> Reply<'a> {
         match self.doc.get(key) {
             None | Some(Bson::Null) => Ok(None),
             Some(Bson::Boolean(b)) => Ok(Some(*b)),
-            Some(value) => as_u64(value)
-                .map(|n| Some(n != 0))
-                .ok_or_else(|| self.error(format!("`{key}` is {value}, expected a boolean"))),
+            Some(value) => as_u64(value).map(|n| Some(n != 0)).ok_or_else(|| {
+                self.error(format!("`{key}` is {}, expected a boolean", shown(value)))
+            }),
         }
     }
 
     /// A nested document as another reply (for error messages that name the path).
     pub fn nested(&self, doc: &'a Document) -> Reply<'a> {
         Reply::new(self.side, self.command, doc)
+    }
+}
+
+/// A value for an error message: its text up to 60 characters (a hostile reply may hold
+/// megabytes where a number belongs).
+fn shown(value: &Bson) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}… ({:?})", &text[..cut], value.element_type()),
+        None => text,
     }
 }
 
@@ -113,5 +124,65 @@ pub fn as_u64(value: &Bson) -> Option<u64> {
         Bson::Int64(n) => u64::try_from(*n).ok(),
         Bson::Double(f) if f.is_finite() && *f >= 0.0 => Some(*f as u64),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any BSON value a hostile or broken server could put where a field is expected.
+    fn any_value() -> impl Strategy<Value = Bson> {
+        let leaf = prop_oneof![
+            Just(Bson::Null),
+            any::<bool>().prop_map(Bson::Boolean),
+            any::<i32>().prop_map(Bson::Int32),
+            any::<i64>().prop_map(Bson::Int64),
+            any::<f64>().prop_map(Bson::Double),
+            ".{0,20}".prop_map(Bson::String),
+            (0usize..200_000).prop_map(|n| Bson::String("9".repeat(n))),
+            Just(Bson::MinKey),
+            Just(Bson::Decimal128(
+                "-1".parse()
+                    .unwrap_or(bson::Decimal128::from_bytes([0; 16]))
+            )),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Bson::Array),
+                prop::collection::vec(("[a-c]{1,2}", inner), 0..4)
+                    .prop_map(|kv| Bson::Document(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Every accessor answers any reply with a value or an error that names the command
+        /// and the field, in a bounded message; never a panic.
+        #[test]
+        fn any_reply_gives_a_value_or_a_named_error(
+            fields in prop::collection::vec(("[a-c]{1,2}", any_value()), 0..6),
+            key in "[a-c]{1,2}",
+        ) {
+            let doc: Document = fields.into_iter().collect();
+            let r = Reply::new(Side::Source, "listCollections", &doc);
+            let errors = [
+                r.str(&key).err(),
+                r.opt_str(&key).err(),
+                r.doc(&key).err(),
+                r.array(&key).err(),
+                r.opt_u64(&key).err(),
+                r.opt_bool(&key).err(),
+            ];
+            for e in errors.into_iter().flatten() {
+                let message = e.to_string();
+                prop_assert!(message.contains("listCollections"), "{message}");
+                prop_assert!(message.contains(&format!("`{key}`")), "{message}");
+                prop_assert!(message.len() < 400, "{} bytes", message.len());
+            }
+        }
     }
 }

@@ -666,4 +666,78 @@ mod tests {
         let no_doc = rawdoc! { "operationType": "insert", "clusterTime": ts(), "ns": { "db": "shop", "coll": "o" }, "documentKey": { "_id": 1 } };
         assert!(interpret(no_doc, UpdateMode::FullDocument).is_err());
     }
+
+    mod hostile {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn value() -> impl Strategy<Value = Bson> {
+            let leaf = prop_oneof![
+                Just(Bson::Null),
+                any::<i32>().prop_map(Bson::Int32),
+                ".{0,8}".prop_map(Bson::String),
+                Just(Bson::Timestamp(ts())),
+                Just(Bson::MaxKey),
+            ];
+            leaf.prop_recursive(3, 12, 3, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..3).prop_map(Bson::Array),
+                    prop::collection::vec((field(), inner), 0..3)
+                        .prop_map(|kv| Bson::Document(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Field names of change events, and a few others.
+        fn field() -> impl Strategy<Value = String> {
+            prop::sample::select(vec![
+                "_id",
+                "db",
+                "coll",
+                "to",
+                "ns",
+                "updatedFields",
+                "removedFields",
+                "truncatedArrays",
+                "field",
+                "newSize",
+                "operationDescription",
+                "x",
+            ])
+            .prop_map(str::to_owned)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// Events with any operation type and any shape or type in their fields are
+            /// interpreted or refused with an error; never a panic.
+            #[test]
+            fn any_event_is_interpreted_or_refused(
+                op in prop::sample::select(vec![
+                    "insert", "update", "replace", "delete", "drop", "rename", "dropDatabase",
+                    "create", "createIndexes", "dropIndexes", "modify", "invalidate", "shardCollection", "bogus",
+                ]),
+                ns in value(),
+                key in value(),
+                full in value(),
+                description in value(),
+                extra in prop::collection::vec((field(), value()), 0..3),
+                with_time in any::<bool>(),
+            ) {
+                let mut event = doc! { "operationType": op, "ns": ns, "documentKey": key,
+                    "fullDocument": full, "updateDescription": description.clone(),
+                    "operationDescription": description };
+                if with_time {
+                    event.insert("clusterTime", ts());
+                }
+                event.extend(extra);
+                let raw = RawDocumentBuf::try_from(&event).unwrap();
+                for mode in [UpdateMode::FullDocument, UpdateMode::Delta] {
+                    let _ = interpret(raw.clone(), mode);
+                }
+            }
+        }
+    }
 }
