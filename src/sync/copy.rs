@@ -222,11 +222,7 @@ async fn copy_collection(
             let Ok(_permit) = permits.acquire_owned().await else {
                 return Ok(());
             };
-            if part.range.is_some() {
-                copy_key_range(&ctx, &job, part, avg).await
-            } else {
-                copy_partition(&ctx, &job, part, avg).await
-            }
+            copy_partition(&ctx, &job, part, avg).await
         });
     }
     let mut result = Ok(());
@@ -348,8 +344,13 @@ async fn copy_partition(
     }
 }
 
-/// One attempt at a partition, from its watermark (`resume_from`, advanced as batches are
-/// acknowledged) to its end.
+/// One attempt at a partition.
+///
+/// An `_id` range is read in `_id` order from its watermark (`resume_from`, advanced as batches
+/// are acknowledged) to its end. A key range of a sharded source (a run of chunks on one
+/// shard, see [`super::shard_ranges`]) is read through the shard key's index with `hint` and
+/// `min`/`max`, in no `_id` order, so it cannot resume from a document: an interrupted one is
+/// read again from its start, and its counts start over.
 async fn copy_range(
     ctx: &PartitionContext,
     job: &CopyJob,
@@ -372,25 +373,54 @@ async fn copy_range(
         .database(job.destination.db())
         .collection::<RawDocumentBuf>(job.destination.coll());
     let docs_per_batch = (settings.batch_bytes / avg_doc_bytes).clamp(101, 100_000) as u32;
-    let mut find = source_coll
-        .find(doc! {})
-        .hint(Hint::Keys(doc! { "_id": 1 }))
-        .sort(doc! { "_id": 1 })
-        .batch_size(docs_per_batch);
-    if let Some(lower) = part.resume_from.as_ref().or(part.min.as_ref()) {
-        find = find.min(lower.as_document().clone());
+    let mut find = source_coll.find(doc! {}).batch_size(docs_per_batch);
+    let (lower, upper, command) = match &part.range {
+        None => {
+            find = find
+                .hint(Hint::Keys(doc! { "_id": 1 }))
+                .sort(doc! { "_id": 1 });
+            let lower = part.resume_from.as_ref().or(part.min.as_ref());
+            (
+                lower.map(|b| b.as_document().clone()),
+                part.max.as_ref().map(|b| b.as_document().clone()),
+                format!("find {}", job.source),
+            )
+        }
+        Some(range) => {
+            if part.documents > 0 || part.resume_from.is_some() {
+                ctx.updates
+                    .send(CopyUpdate::Restarted {
+                        destination: job.destination.clone(),
+                        partition: part.id,
+                    })
+                    .await
+                    .map_err(|_| CopyError::Disconnected)?;
+                part.documents = 0;
+                part.bytes = 0;
+                part.resume_from = None;
+            }
+            find = find.hint(Hint::Keys(range.index.clone()));
+            (
+                range.min.clone(),
+                range.max.clone(),
+                format!("find {} on {}", job.source, range.shard),
+            )
+        }
+    };
+    if let Some(lower) = lower {
+        find = find.min(lower);
     }
-    if let Some(upper) = &part.max {
-        find = find.max(upper.as_document().clone());
+    if let Some(upper) = upper {
+        find = find.max(upper);
     }
-    let command = format!("find {}", job.source);
     let mut cursor = find
         .batch()
         .await
         .map_err(|e| ctx.source.error(&command, &e))?;
     let mut buffer: Vec<RawDocumentBuf> = Vec::new();
     let mut buffered_bytes = 0u64;
-    // A resumed range starts at its watermark, inclusive; that document was already counted.
+    // A resumed `_id` range starts at its watermark, inclusive; that document was already
+    // counted. (A key range never resumes: `resume_from` was cleared above.)
     let mut skip_watermark = part
         .resume_from
         .as_ref()
@@ -420,115 +450,11 @@ async fn copy_range(
             buffer.push(doc.to_owned());
             if buffered_bytes >= settings.batch_bytes {
                 flush(ctx, job, part, &dest_coll, &mut buffer, &mut buffered_bytes).await?;
-                attempts.progressed();
-            }
-        }
-    }
-    flush(ctx, job, part, &dest_coll, &mut buffer, &mut buffered_bytes).await?;
-    ctx.updates
-        .send(CopyUpdate::PartitionDone {
-            destination: job.destination.clone(),
-            partition: part.id,
-        })
-        .await
-        .map_err(|_| CopyError::Disconnected)
-}
-
-/// Copies a partition of a sharded source that is a run of chunks on one shard (see
-/// [`super::shard_ranges`]): read through the shard key's index with `hint` and `min`/`max`,
-/// in no particular order, and read again from its start when it was interrupted.
-async fn copy_key_range(
-    ctx: &PartitionContext,
-    job: &CopyJob,
-    mut part: PartitionState,
-    avg_doc_bytes: u64,
-) -> Result<(), CopyError> {
-    let mut attempts = Attempts::new(ctx.settings.backoff);
-    loop {
-        let Err(e) = copy_key_range_once(ctx, job, &mut part, avg_doc_bytes).await else {
-            return Ok(());
-        };
-        let Some(pause) = attempts.after(&format!("copy {}", job.source), &e) else {
-            return Err(e);
-        };
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = ctx.cancel.cancelled() => return Ok(()),
-        }
-    }
-}
-
-/// One attempt at a key-range partition, from its start.
-async fn copy_key_range_once(
-    ctx: &PartitionContext,
-    job: &CopyJob,
-    part: &mut PartitionState,
-    avg_doc_bytes: u64,
-) -> Result<(), CopyError> {
-    let Some(range) = part.range.clone() else {
-        return Ok(());
-    };
-    if ctx.cancel.is_cancelled() {
-        return Ok(());
-    }
-    if part.documents > 0 || part.resume_from.is_some() {
-        ctx.updates
-            .send(CopyUpdate::Restarted {
-                destination: job.destination.clone(),
-                partition: part.id,
-            })
-            .await
-            .map_err(|_| CopyError::Disconnected)?;
-    }
-    let settings = &ctx.settings;
-    let dest_coll = ctx
-        .destination
-        .client()
-        .database(job.destination.db())
-        .collection::<RawDocumentBuf>(job.destination.coll());
-    let docs_per_batch = (settings.batch_bytes / avg_doc_bytes).clamp(101, 100_000) as u32;
-    let source_coll = ctx
-        .source
-        .client()
-        .database(job.source.db())
-        .collection::<Document>(job.source.coll());
-    let mut find = source_coll
-        .find(doc! {})
-        .hint(Hint::Keys(range.index.clone()))
-        .batch_size(docs_per_batch);
-    if let Some(min) = &range.min {
-        find = find.min(min.clone());
-    }
-    if let Some(max) = &range.max {
-        find = find.max(max.clone());
-    }
-    let command = format!("find {} on {}", job.source, range.shard);
-    let mut cursor = find
-        .batch()
-        .await
-        .map_err(|e| ctx.source.error(&command, &e))?;
-    let mut buffer: Vec<RawDocumentBuf> = Vec::new();
-    let mut buffered_bytes = 0u64;
-    while let Some(batch) = cursor.next().await {
-        if ctx.cancel.is_cancelled() {
-            return Ok(());
-        }
-        let batch = batch.map_err(|e| ctx.source.error(&command, &e))?;
-        for item in batch
-            .doc_slices()
-            .map_err(|e| ctx.source.invalid_reply(&command, e.to_string()))?
-        {
-            let raw = item.map_err(|e| ctx.source.invalid_reply(&command, e.to_string()))?;
-            let Some(doc) = raw.as_document() else {
-                return Err(ctx
-                    .source
-                    .invalid_reply(&command, "a batch element is not a document")
-                    .into());
-            };
-            buffered_bytes += doc.as_bytes().len() as u64;
-            buffer.push(doc.to_owned());
-            if buffered_bytes >= settings.batch_bytes {
-                flush(ctx, job, part, &dest_coll, &mut buffer, &mut buffered_bytes).await?;
+                // Only a resumable range keeps what it copied when it fails; a key range
+                // starts over, so its batches do not renew the retries.
+                if part.range.is_none() {
+                    attempts.progressed();
+                }
             }
         }
     }
