@@ -1206,23 +1206,42 @@ pub fn coll_mod(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 /// The `collStats`/`$collStats.storageStats` numbers of a collection, scaled.
 pub fn storage_stats(ns: &Namespace, coll: &Collection, scale: i64) -> Document {
     let data = coll.read();
+    stats_document(ns, &data, data.count() as u64, data.data_size(), scale)
+}
+
+/// The `collStats` numbers of `count` documents of `bytes` bytes of a collection (all of it,
+/// or a shard's part through a mongos), scaled. Index sizes are the collection's, split in
+/// proportion to the documents.
+pub(crate) fn stats_document(
+    ns: &Namespace,
+    data: &crate::engine::collection::CollectionData,
+    count: u64,
+    bytes: u64,
+    scale: i64,
+) -> Document {
     let scale = scale.max(1);
-    let count = data.count() as i64;
-    let size = data.data_size() as i64;
-    let storage = storage_size(data.data_size()) as i64;
-    let index_sizes = data.index_sizes();
+    let total = data.count() as u64;
+    let storage = storage_size(bytes) as i64;
     let mut sizes = Document::new();
     let mut total_index = 0i64;
-    for (name, s) in &index_sizes {
-        let s = storage_size(*s) as i64;
+    let index_sizes = data.index_sizes();
+    for (name, size) in &index_sizes {
+        let share = if total > 0 {
+            (u128::from(*size) * u128::from(count) / u128::from(total)) as u64
+        } else {
+            0
+        };
+        let s = storage_size(share) as i64;
         total_index += s;
         sizes.insert(name.clone(), s / scale);
     }
+    let count = count as i64;
+    let bytes = bytes as i64;
     let mut stats = doc! {
         "ns": ns.to_string(),
-        "size": size / scale,
+        "size": bytes / scale,
         "count": count,
-        "avgObjSize": if count > 0 { size / count } else { 0 },
+        "avgObjSize": if count > 0 { bytes / count } else { 0 },
         "numOrphanDocs": 0,
         "storageSize": storage / scale,
         "freeStorageSize": 0,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use bson::{Bson, Document, doc};
 
 use crate::command::args::{Fields, check_fields};
-use crate::command::catalog::{storage_size, target};
+use crate::command::catalog::{stats_document, target};
 use crate::command::mongos::sharding;
 use crate::command::{Ctx, Reply, Request};
 use crate::engine::Engine;
@@ -25,45 +25,7 @@ use crate::query::filter::Filter;
 
 /// One shard's `collStats` numbers for its `count` documents of `bytes` bytes.
 fn shard_stats(ns: &Namespace, coll: &Collection, count: u64, bytes: u64, scale: i64) -> Document {
-    let data = coll.read();
-    let total = data.count() as u64;
-    let storage = storage_size(bytes) as i64;
-    let mut sizes = Document::new();
-    let mut total_index = 0i64;
-    let index_sizes = data.index_sizes();
-    for (name, size) in &index_sizes {
-        let share = if total > 0 {
-            (u128::from(*size) * u128::from(count) / u128::from(total)) as u64
-        } else {
-            0
-        };
-        let s = storage_size(share) as i64;
-        total_index += s;
-        sizes.insert(name.clone(), s / scale);
-    }
-    let count = count as i64;
-    let bytes = bytes as i64;
-    let mut stats = doc! {
-        "ns": ns.to_string(),
-        "size": bytes / scale,
-        "count": count,
-        "avgObjSize": if count > 0 { bytes / count } else { 0 },
-        "numOrphanDocs": 0,
-        "storageSize": storage / scale,
-        "freeStorageSize": 0,
-        "capped": data.options.capped.is_some(),
-        "nindexes": index_sizes.len() as i32,
-        "indexBuilds": [],
-        "totalIndexSize": total_index / scale,
-        "totalSize": (storage + total_index) / scale,
-        "indexSizes": sizes,
-        "scaleFactor": scale as i32,
-    };
-    if let Some((max_size, max)) = data.options.capped {
-        stats.insert("maxSize", max_size as i64 / scale);
-        stats.insert("max", max.map_or(0, |m| m as i64));
-    }
-    stats
+    stats_document(ns, &coll.read(), count, bytes, scale)
 }
 
 /// `collStats` through a mongos: the shards' numbers summed, plus `sharded`, `primary` (when
