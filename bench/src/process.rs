@@ -142,12 +142,11 @@ fn read_hwm(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Starts `command` in the background (its output discarded).
-pub fn spawn(command: &mut Command) -> Result<Child, BoxError> {
-    Ok(command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?)
+/// Starts `command` in the background with its output in `log` (a pipe nobody reads would
+/// fill and stall the process).
+pub fn spawn(command: &mut Command, log: &std::path::Path) -> Result<Child, BoxError> {
+    let file = std::fs::File::create(log)?;
+    Ok(command.stdout(file.try_clone()?).stderr(file).spawn()?)
 }
 
 #[cfg(test)]

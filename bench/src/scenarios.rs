@@ -178,8 +178,12 @@ pub fn copy(binaries: &Binaries, migration: &Migration) -> Result<CopyRun, BoxEr
         .map_err(|e| e.to_string())?;
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(migration.dir.join("migration-report.json"))?)?;
-    let documents = report["documents_copied"].as_u64().unwrap_or(0);
-    let bytes = report["bytes_copied"].as_u64().unwrap_or(0);
+    let field = |key: &str| {
+        report[key]
+            .as_u64()
+            .ok_or_else(|| format!("migration-report.json has no number `{key}`"))
+    };
+    let (documents, bytes) = (field("documents_copied")?, field("bytes_copied")?);
     Ok(CopyRun {
         rate: Rate::new(documents, bytes, secs),
         cpu_secs: run.usage.cpu_secs,
@@ -212,9 +216,10 @@ pub async fn verify(
         "verify",
     )?;
     let verify_secs = started.elapsed().as_secs_f64();
+    // Differences end `verify` with a non-zero exit, which `process::output` reports.
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    if report["status"].as_str() == Some("different") {
-        return Err(format!("verify found differences: {report}").into());
+    if report["namespaces"].as_array().is_none_or(Vec::is_empty) {
+        return Err(format!("verify compared no namespace: {report}").into());
     }
     let started = Instant::now();
     let (a, b) = tokio::join!(scan(source, db), scan(destination, db));
@@ -285,11 +290,16 @@ print(json.dumps({"documents": docs, "bytes": size, "secs": secs}))
     }
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| format!("pymongo's output: {e}"))?;
-    Ok(Rate::new(
-        v["documents"].as_u64().unwrap_or(0),
-        v["bytes"].as_u64().unwrap_or(0),
-        v["secs"].as_f64().unwrap_or(0.0),
-    ))
+    match (
+        v["documents"].as_u64(),
+        v["bytes"].as_u64(),
+        v["secs"].as_f64(),
+    ) {
+        (Some(documents), Some(bytes), Some(secs)) => Ok(Rate::new(documents, bytes, secs)),
+        _ => Err(format!(
+            "the pymongo copy printed {v} instead of documents, bytes and secs"
+        )),
+    }
 }
 
 /// Change application at one writer rate.
@@ -326,7 +336,8 @@ pub async fn lag(
     live.collection::<Document>("probe")
         .insert_one(doc! {"_id": -1, "t": 0_i64})
         .await?;
-    let mut apply = process::spawn(&mut migration.command(binaries, &["apply"]))?;
+    let log = migration.dir.join("apply.log");
+    let mut apply = process::spawn(&mut migration.command(binaries, &["apply"]), &log)?;
     // The destination's change stream on the probes: insert events carry the source's time.
     let pipeline = vec![doc! {"$match": {"operationType": "insert"}}];
     let dest_probe = destination.database("live").collection::<Document>("probe");
