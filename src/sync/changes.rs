@@ -735,7 +735,12 @@ mod tests {
                 event.extend(extra);
                 let raw = RawDocumentBuf::try_from(&event).unwrap();
                 for mode in [UpdateMode::FullDocument, UpdateMode::Delta] {
-                    let _ = interpret(raw.clone(), mode);
+                    // An error says when (the event's time, or that it has none) and what.
+                    if let Err(e) = interpret(raw.clone(), mode) {
+                        let when = if with_time { "100.3" } else { "an unknown time" };
+                        prop_assert!(e.time == when || e.time == "an unknown time", "{e}");
+                        prop_assert!(!e.detail.is_empty(), "{e}");
+                    }
                 }
             }
         }
