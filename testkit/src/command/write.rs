@@ -129,14 +129,18 @@ pub fn insert(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         .unwrap_or(false);
     let store = ctx.store();
     let ns_string = ns.to_string();
-    let mut docs = docs.into_iter().enumerate();
+    // Documents are checked (and given an `_id`) before the collection is locked, so that
+    // concurrent inserts into one collection share only the index and oplog work.
+    let prepared: Vec<Result<RawDocumentBuf, CommandError>> =
+        docs.into_iter().map(prepare_for_insert).collect();
+    let mut docs = prepared.into_iter().enumerate();
     let mut n = 0i64;
     let mut errors = Vec::new();
     let mut last_ts = None;
     with_collection(store, &ns, true, |coll, data| {
         let saved_validator = bypass.then(|| data.options.validator.take());
         for (index, doc) in docs.by_ref() {
-            let result = prepare_for_insert(doc)
+            let result = doc
                 .and_then(|d| check_shard_key_insert(store, coll, &d).map(|()| d))
                 .and_then(|d| data.insert(&ns_string, d));
             match result {
