@@ -76,6 +76,53 @@ impl<'a> Reply<'a> {
         }
     }
 
+    /// An optional document field.
+    pub fn opt_doc(&self, key: &str) -> Result<Option<&'a Document>, ClusterError> {
+        match self.doc.get(key) {
+            None | Some(Bson::Null) => Ok(None),
+            Some(Bson::Document(d)) => Ok(Some(d)),
+            Some(other) => Err(self.error(format!(
+                "`{key}` is {:?}, expected a document",
+                other.element_type()
+            ))),
+        }
+    }
+
+    /// An optional array field.
+    pub fn opt_array(&self, key: &str) -> Result<Option<&'a Vec<Bson>>, ClusterError> {
+        match self.doc.get(key) {
+            None | Some(Bson::Null) => Ok(None),
+            Some(Bson::Array(a)) => Ok(Some(a)),
+            Some(other) => Err(self.error(format!(
+                "`{key}` is {:?}, expected an array",
+                other.element_type()
+            ))),
+        }
+    }
+
+    /// An optional 32-bit integer field, such as a server error code (any numeric type holding
+    /// an integer in range).
+    pub fn opt_i32(&self, key: &str) -> Result<Option<i32>, ClusterError> {
+        let value = match self.doc.get(key) {
+            None | Some(Bson::Null) => return Ok(None),
+            Some(value) => value,
+        };
+        let n = match value {
+            Bson::Int32(n) => Some(*n),
+            Bson::Int64(n) => i32::try_from(*n).ok(),
+            Bson::Double(f) if f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX) => {
+                Some(*f as i32)
+            }
+            _ => None,
+        };
+        n.map(Some).ok_or_else(|| {
+            self.error(format!(
+                "`{key}` is {}, expected a 32-bit integer",
+                shown(value)
+            ))
+        })
+    }
+
     /// A non-negative integer field of any numeric type (servers mix int32, int64 and double
     /// for sizes and counts); absent is `None`.
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, ClusterError> {
@@ -157,6 +204,23 @@ mod tests {
         })
     }
 
+    #[test]
+    fn error_codes_are_read_from_any_integral_number() {
+        let doc = bson::doc! {"a": 11000, "b": 11000_i64, "c": 11000.0, "d": 1.5, "e": 1_i64 << 40};
+        let r = Reply::new(Side::Destination, "insert db.c", &doc);
+        assert_eq!(r.opt_i32("a").unwrap(), Some(11000));
+        assert_eq!(r.opt_i32("b").unwrap(), Some(11000));
+        assert_eq!(r.opt_i32("c").unwrap(), Some(11000));
+        assert_eq!(r.opt_i32("missing").unwrap(), None);
+        for bad in ["d", "e"] {
+            let e = r.opt_i32(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("insert db.c") && e.contains("32-bit integer"),
+                "{e}"
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -176,6 +240,9 @@ mod tests {
                 r.array(&key).err(),
                 r.opt_u64(&key).err(),
                 r.opt_bool(&key).err(),
+                r.opt_doc(&key).err(),
+                r.opt_array(&key).err(),
+                r.opt_i32(&key).err(),
             ];
             for e in errors.into_iter().flatten() {
                 let message = e.to_string();
