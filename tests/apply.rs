@@ -500,8 +500,9 @@ fn changes_during_a_copy_longer_than_the_oplog_window_all_arrive() {
     );
     seed_variety(&pair.source);
     pair.write_config(SMALL_PARTITIONS);
-    // Inserts on the destination wait a second each, so the copy lasts as long as the writer.
-    slow_inserts(&pair.destination, 1000);
+    // Inserts on the destination wait two seconds each: the largest collection is three
+    // batches, so the copy outlasts the writer's three or four seconds.
+    slow_inserts(&pair.destination, 2000);
     let mut child = pair.spawn_apply(&[]);
     pair.wait_for_phase(Phase::Copying, Duration::from_secs(20));
     block_on(async {

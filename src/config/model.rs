@@ -314,8 +314,10 @@ pub struct CopySpec {
     #[serde(default = "default_partition_size")]
     pub partition_size: ByteSize,
 
-    /// How much data each insert batch carries (the driver further splits batches at the
-    /// server's message limits).
+    /// How much data each read of the source asks for (as a number of documents of the
+    /// collection's average size; the server returns at most 16 MiB); each batch read is
+    /// inserted as one batch. The default equals the smallest partition, so that the memory of
+    /// a copy follows `parallel_partitions` and this size, never the size of the data.
     #[serde(default = "default_batch_size")]
     pub batch_size: ByteSize,
 }
@@ -330,7 +332,7 @@ fn default_partition_size() -> ByteSize {
     ByteSize::mib(64)
 }
 fn default_batch_size() -> ByteSize {
-    ByteSize::mib(8)
+    ByteSize::mib(4)
 }
 
 impl Default for CopySpec {

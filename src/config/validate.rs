@@ -27,8 +27,9 @@ use crate::redact::Redactor;
 /// The default migration name.
 pub const DEFAULT_NAME: &str = "migration";
 
-/// The largest batch the server accepts in one message (`maxMessageSizeBytes`).
-const MAX_BATCH_BYTES: u64 = 48_000_000;
+/// The largest batch: inserts are single commands, whose body the server takes up to 16 MiB
+/// (`maxBsonObjectSize`, plus 16 KiB of command fields).
+const MAX_BATCH_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Collects problems, staying silent about keys already reported.
 struct Checker<'p, 'a> {
@@ -530,7 +531,7 @@ fn check_copy(c: &mut Checker<'_, '_>, copy: &CopySpec) -> bool {
             "config.out_of_range",
             at.key("batch_size"),
             format!("batch_size is {}", copy.batch_size),
-            "use a size from 16KiB to 48MB (the server's message limit)",
+            "use a size from 16KiB to 16MiB (the server's command limit)",
         );
     }
     c.diagnostics.len() == before

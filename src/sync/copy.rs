@@ -1,5 +1,7 @@
 //! The initial copy: collections in parallel, large collections split into `_id` ranges copied in
-//! parallel, documents moved as raw BSON in unordered batches.
+//! parallel, documents moved as raw BSON in unordered batches: each batch the source returns
+//! becomes one insert, written while the next batch is read; a partition holds at most those
+//! two batches, and no document is copied or decoded on its own.
 //!
 //! Server behaviours relied on: `find` with `hint: {_id: 1}` and `min`/`max` on `_id` walks the
 //! `_id` index in the server's total order across BSON types (a `$gt` filter would bracket by
@@ -12,14 +14,14 @@
 
 use std::sync::Arc;
 
-use bson::{Bson, Document, RawDocumentBuf, doc};
+use bson::{Bson, Document, RawArray, doc};
 use futures_util::{StreamExt, TryStreamExt};
-use mongodb::options::{Hint, WriteConcern};
+use mongodb::options::Hint;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::writer::{WriteError, insert_batch};
+use super::writer::{InsertBatch, WriteError, insert_batch};
 use crate::cluster::retry::{Attempts, Backoff, Transient, retry};
 use crate::cluster::{Cluster, ClusterError};
 use crate::namespace::Namespace;
@@ -52,10 +54,10 @@ pub struct CopySettings {
     pub parallel_partitions: usize,
     /// Target partition size in bytes.
     pub partition_bytes: u64,
-    /// Insert batch size in bytes.
+    /// Bytes each read of the source asks for; each batch read is one insert.
     pub batch_bytes: u64,
-    /// Destination write concern.
-    pub write_concern: WriteConcern,
+    /// Destination write concern, as the `writeConcern` field of a command.
+    pub write_concern: Document,
     /// Retries of transient failures.
     pub backoff: Backoff,
 }
@@ -367,11 +369,6 @@ async fn copy_range(
         .client()
         .database(job.source.db())
         .collection::<Document>(job.source.coll());
-    let dest_coll = ctx
-        .destination
-        .client()
-        .database(job.destination.db())
-        .collection::<RawDocumentBuf>(job.destination.coll());
     let docs_per_batch = (settings.batch_bytes / avg_doc_bytes).clamp(101, 100_000) as u32;
     let mut find = source_coll.find(doc! {}).batch_size(docs_per_batch);
     let (lower, upper, command) = match &part.range {
@@ -417,48 +414,34 @@ async fn copy_range(
         .batch()
         .await
         .map_err(|e| ctx.source.error(&command, &e))?;
-    let mut buffer: Vec<RawDocumentBuf> = Vec::new();
-    let mut buffered_bytes = 0u64;
     // A resumed `_id` range starts at its watermark, inclusive; that document was already
     // counted. (A key range never resumes: `resume_from` was cleared above.)
     let mut skip_watermark = part
         .resume_from
         .as_ref()
         .and_then(|b| b.as_document().get("_id").cloned());
-    while let Some(batch) = cursor.next().await {
+    // Each batch the source returns is inserted as it came, while the next one is read.
+    let mut next = cursor.next().await;
+    while let Some(reply) = next.take() {
         if ctx.cancel.is_cancelled() {
             return Ok(());
         }
-        let batch = batch.map_err(|e| ctx.source.error(&command, &e))?;
-        let docs = batch
+        let reply = reply.map_err(|e| ctx.source.error(&command, &e))?;
+        let docs = reply
             .doc_slices()
             .map_err(|e| ctx.source.invalid_reply(&command, e.to_string()))?;
-        for item in docs {
-            let raw = item.map_err(|e| ctx.source.invalid_reply(&command, e.to_string()))?;
-            let Some(doc) = raw.as_document() else {
-                return Err(ctx
-                    .source
-                    .invalid_reply(&command, "a batch element is not a document")
-                    .into());
-            };
-            if let Some(watermark) = skip_watermark.take()
-                && super::ddl::raw_id(doc).as_ref() == Some(&watermark)
-            {
-                continue;
-            }
-            buffered_bytes += doc.as_bytes().len() as u64;
-            buffer.push(doc.to_owned());
-            if buffered_bytes >= settings.batch_bytes {
-                flush(ctx, job, part, &dest_coll, &mut buffer, &mut buffered_bytes).await?;
-                // Only a resumable range keeps what it copied when it fails; a key range
-                // starts over, so its batches do not renew the retries.
-                if part.range.is_none() {
-                    attempts.progressed();
-                }
-            }
+        let (written, following) = tokio::join!(
+            write_batch(ctx, job, part, &command, docs, &mut skip_watermark),
+            cursor.next()
+        );
+        written?;
+        // Only a resumable range keeps what it copied when it fails; a key range starts
+        // over, so its batches do not renew the retries.
+        if part.range.is_none() {
+            attempts.progressed();
         }
+        next = following;
     }
-    flush(ctx, job, part, &dest_coll, &mut buffer, &mut buffered_bytes).await?;
     ctx.updates
         .send(CopyUpdate::PartitionDone {
             destination: job.destination.clone(),
@@ -468,26 +451,68 @@ async fn copy_range(
         .map_err(|_| CopyError::Disconnected)
 }
 
+/// Inserts one batch of the source as it came (its `documents` array copied whole into the
+/// command), except that a resumed range's first batch leaves out the watermark document.
+async fn write_batch(
+    ctx: &PartitionContext,
+    job: &CopyJob,
+    part: &mut PartitionState,
+    command: &str,
+    docs: &RawArray,
+    skip_watermark: &mut Option<Bson>,
+) -> Result<(), CopyError> {
+    let first_id = match docs.into_iter().next() {
+        Some(first) => first
+            .ok()
+            .and_then(|f| f.as_document().and_then(super::ddl::raw_id)),
+        None => return Ok(()),
+    };
+    match skip_watermark.take() {
+        Some(watermark) if first_id.as_ref() == Some(&watermark) => {
+            let mut rest = InsertBatch::new();
+            for item in docs.into_iter().skip(1) {
+                let item = item.map_err(|e| ctx.source.invalid_reply(command, e.to_string()))?;
+                let doc = item.as_document().ok_or_else(|| {
+                    ctx.source
+                        .invalid_reply(command, "a batch element is not a document")
+                })?;
+                rest.push(doc);
+            }
+            flush(ctx, job, part, command, rest.documents()).await
+        }
+        _ => flush(ctx, job, part, command, docs).await,
+    }
+}
+
+/// Inserts one batch of source documents and reports its last `_id` as the watermark.
 async fn flush(
     ctx: &PartitionContext,
     job: &CopyJob,
     part: &mut PartitionState,
-    dest_coll: &mongodb::Collection<RawDocumentBuf>,
-    buffer: &mut Vec<RawDocumentBuf>,
-    buffered_bytes: &mut u64,
+    command: &str,
+    documents: &RawArray,
 ) -> Result<(), CopyError> {
-    let Some(last) = buffer.last() else {
+    // Every element must be a document with an `_id`; the last one's is the watermark.
+    let mut last = None;
+    let mut bytes = 0u64;
+    for item in documents {
+        let item = item.map_err(|e| ctx.source.invalid_reply(command, e.to_string()))?;
+        let doc = item.as_document().ok_or_else(|| {
+            ctx.source
+                .invalid_reply(command, "a batch element is not a document")
+        })?;
+        bytes += doc.as_bytes().len() as u64;
+        last = Some(doc);
+    }
+    let Some(last) = last else {
         return Ok(());
     };
-    let last_id = super::ddl::raw_id(last).ok_or_else(|| {
-        ctx.source
-            .invalid_reply(&format!("find {}", job.source), "a document has no _id")
-    })?;
+    let last_id = super::ddl::raw_id(last)
+        .ok_or_else(|| ctx.source.invalid_reply(command, "a document has no _id"))?;
     let outcome = insert_batch(
         &ctx.destination,
-        dest_coll,
         &job.destination,
-        buffer,
+        documents,
         &ctx.settings.write_concern,
     )
     .await?;
@@ -499,12 +524,9 @@ async fn flush(
             partition: part.id,
             last_id: watermark,
             documents: outcome.inserted + outcome.duplicates,
-            bytes: *buffered_bytes,
+            bytes,
             duplicates: outcome.duplicates,
         })
         .await
-        .map_err(|_| CopyError::Disconnected)?;
-    buffer.clear();
-    *buffered_bytes = 0;
-    Ok(())
+        .map_err(|_| CopyError::Disconnected)
 }

@@ -26,7 +26,6 @@ use super::progress::{Progress, lag_secs, now_secs};
 use super::report::MigrationReport;
 use super::spool::{DEFAULT_SEGMENT_BYTES, SpoolWriter, discard_before, spool_dir};
 use super::stream::{self, ReaderCheckpoint, ReaderStop, StreamError};
-use super::writer::write_concern;
 use crate::cluster::retry::{Backoff, retry};
 use crate::cluster::{Cluster, ClusterError, CollectionKind, codes};
 use crate::config::Config;
@@ -655,7 +654,9 @@ impl<'c> Engine<'c> {
             parallel_partitions: copy.parallel_partitions as usize,
             partition_bytes: copy.partition_size.bytes(),
             batch_bytes: copy.batch_size.bytes(),
-            write_concern: write_concern(&self.config.options.write_concern),
+            write_concern: super::writer::write_concern_document(
+                &self.config.options.write_concern,
+            ),
             backoff: self.backoff(),
         };
         self.partition_sharded_sources(source).await?;

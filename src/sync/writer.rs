@@ -1,26 +1,29 @@
 //! Document writes to the destination.
 //!
-//! Inserts are unordered batches of raw documents (never decoded), with
+//! Inserts are unordered `insert` commands whose `documents` array is a batch of the source
+//! cursor as it came (copied whole into the command, never decoded), with
 //! `bypassDocumentValidation` (the source's documents are the truth even when the validator
 //! copied from the source would refuse some of them, as the server itself allows for
 //! documents that predate a validator) and the configured write concern.
 //!
+//! Server limits relied on (mongod and mongos 3.6+, reported by `hello` as `maxBsonObjectSize`
+//! and `maxWriteBatchSize`): a cursor batch is at most 16 MiB and a command body may be up to
+//! 16 MiB + 16 KiB, so any cursor batch fits in one `insert`; the copy asks for at most 100,000
+//! documents per batch, the most a write command may carry.
+//!
 //! Duplicate-key errors are expected after a resume (the resumed range starts at the last
 //! acknowledged `_id`, and a crash may have come after an insert but before its checkpoint).
 //! A duplicate on `_id` means the document is already there and is counted; a duplicate on a
-//! unique *secondary* index is a real conflict. The driver does not expose which index
-//! refused a document, so the decision is made by asking the destination whether each refused
-//! `_id` exists — never by reading the error message.
+//! unique *secondary* index is a real conflict. Which index refused a document is decided by
+//! asking the destination whether each refused `_id` exists, never by reading the error
+//! message.
 
 use std::time::Duration;
 
-use bson::{Bson, Document, RawDocumentBuf, doc};
+use bson::{Bson, Document, RawArray, RawArrayBuf, RawDocument, RawDocumentBuf, doc};
 use futures_util::TryStreamExt;
-use mongodb::Collection;
-use mongodb::error::ErrorKind;
-use mongodb::options::{Acknowledgment, WriteConcern};
 
-use crate::cluster::{Cluster, ClusterError, codes};
+use crate::cluster::{Cluster, ClusterError, Reply, codes};
 use crate::config::model::{WriteConcernSpec, WriteConcernW};
 use crate::namespace::Namespace;
 
@@ -53,25 +56,6 @@ pub enum WriteError {
     },
 }
 
-/// The driver write concern for the configured one.
-pub fn write_concern(spec: &WriteConcernSpec) -> WriteConcern {
-    let w = |w: &WriteConcernW| match w {
-        WriteConcernW::Nodes(n) => Acknowledgment::Nodes(*n),
-        WriteConcernW::Tag(t) if t == "majority" => Acknowledgment::Majority,
-        WriteConcernW::Tag(t) => Acknowledgment::Custom(t.clone()),
-    };
-    match spec {
-        WriteConcernSpec::Tag(t) if t == "majority" => WriteConcern::majority(),
-        WriteConcernSpec::Tag(t) => WriteConcern::custom(t.clone()),
-        WriteConcernSpec::Nodes(n) => WriteConcern::nodes(*n),
-        WriteConcernSpec::Full(table) => WriteConcern::builder()
-            .w(w(&table.w))
-            .journal(table.journal)
-            .w_timeout(table.timeout.map(|d| d.get()))
-            .build(),
-    }
-}
-
 /// The configured write concern as the `writeConcern` field of a command.
 pub fn write_concern_document(spec: &WriteConcernSpec) -> Document {
     let w = |w: &WriteConcernW| match w {
@@ -97,83 +81,149 @@ pub fn write_concern_document(spec: &WriteConcernSpec) -> Document {
     }
 }
 
-/// Inserts a batch, tolerating documents that are already there.
+/// Documents gathered one by one for an `insert` command, as its `documents` array.
+#[derive(Debug, Default)]
+pub struct InsertBatch {
+    documents: RawArrayBuf,
+}
+
+impl InsertBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a copy of `doc`.
+    pub fn push(&mut self, doc: &RawDocument) {
+        self.documents.push(doc);
+    }
+
+    /// The documents, as the command's array.
+    pub fn documents(&self) -> &RawArray {
+        &self.documents
+    }
+}
+
+/// The `_id`s of the documents at `indexes` (ascending) of `documents`, in one pass; `None`
+/// for an index that names no document with an `_id`.
+fn ids_at(documents: &RawArray, indexes: &[usize]) -> Vec<Option<Bson>> {
+    let mut wanted = indexes.iter().copied().peekable();
+    let mut ids = Vec::with_capacity(indexes.len());
+    for (i, element) in documents.into_iter().enumerate() {
+        while wanted.next_if(|&w| w == i).is_some() {
+            let doc = element.as_ref().ok().and_then(|e| e.as_document());
+            ids.push(doc.and_then(super::ddl::raw_id));
+        }
+        if wanted.peek().is_none() {
+            break;
+        }
+    }
+    ids.resize(indexes.len(), None);
+    ids
+}
+
+/// Inserts a batch, tolerating documents that are already there (same `_id`).
 pub async fn insert_batch(
     cluster: &Cluster,
-    coll: &Collection<RawDocumentBuf>,
     namespace: &Namespace,
-    docs: &[RawDocumentBuf],
-    write_concern: &WriteConcern,
+    documents: &RawArray,
+    write_concern: &Document,
 ) -> Result<InsertOutcome, WriteError> {
-    if docs.is_empty() {
+    if documents.is_empty() {
         return Ok(InsertOutcome::default());
     }
-    let command = format!("insert {namespace}");
-    let result = coll
-        .insert_many(docs)
-        .ordered(false)
-        .bypass_document_validation(true)
-        .write_concern(write_concern.clone())
-        .await;
-    let err = match result {
-        Ok(r) => {
-            return Ok(InsertOutcome {
-                inserted: r.inserted_ids.len() as u64,
-                duplicates: 0,
-            });
-        }
-        Err(e) => e,
-    };
-    let ErrorKind::InsertMany(failure) = err.kind.as_ref() else {
-        return Err(cluster.error(&command, &err).into());
-    };
-    if let Some(wce) = &failure.write_concern_error {
+    let name = format!("insert {namespace}");
+    let mut command = RawDocumentBuf::new();
+    command.append(bson::cstr!("insert"), namespace.coll());
+    command.append(bson::cstr!("documents"), documents);
+    command.append(bson::cstr!("ordered"), false);
+    command.append(bson::cstr!("bypassDocumentValidation"), true);
+    let wc = RawDocumentBuf::try_from(write_concern)
+        .map_err(|e| cluster.invalid_reply(&name, format!("write concern: {e}")))?;
+    command.append(bson::cstr!("writeConcern"), wc);
+    let reply = cluster
+        .client()
+        .database(namespace.db())
+        .run_raw_command(command)
+        .await
+        .map_err(|e| cluster.error(&name, &e))?;
+    let reply = Reply::new(cluster.side(), &name, &reply);
+    if let Some(wce) = reply.opt_doc("writeConcernError")? {
+        let wce = reply.nested(wce);
         return Err(WriteError::Cluster(ClusterError::Command {
             side: cluster.side(),
-            command,
-            code: Some(wce.code),
-            labels: err.labels().iter().cloned().collect(),
-            message: wce.message.clone(),
-        }));
-    }
-    let write_errors = failure.write_errors.as_deref().unwrap_or_default();
-    if let Some(other) = write_errors.iter().find(|e| e.code != codes::DUPLICATE_KEY) {
-        return Err(WriteError::Cluster(ClusterError::Command {
-            side: cluster.side(),
-            command,
-            code: Some(other.code),
+            command: name.clone(),
+            code: wce.opt_i32("code")?,
             labels: Vec::new(),
-            message: other.message.clone(),
+            message: wce
+                .opt_str("errmsg")?
+                .unwrap_or("write concern error")
+                .to_owned(),
         }));
     }
-    // Every refusal is a duplicate key: check which refused `_id`s are really present.
-    let refused: Vec<(Bson, &str)> = write_errors
-        .iter()
-        .filter_map(|e| {
-            let doc = docs.get(e.index)?;
-            let id = Bson::try_from(doc.get("_id").ok().flatten()?).ok()?;
-            Some((id, e.message.as_str()))
-        })
-        .collect();
+    let inserted = reply
+        .opt_u64("n")?
+        .ok_or_else(|| cluster.invalid_reply(&name, "`n` is missing"))?;
+    let Some(errors) = reply.opt_array("writeErrors")? else {
+        return Ok(InsertOutcome {
+            inserted,
+            duplicates: 0,
+        });
+    };
+    // Every refusal must be a duplicate key; then check which refused `_id`s are present.
+    let mut refusals: Vec<(usize, String)> = Vec::with_capacity(errors.len());
+    for error in errors {
+        let Bson::Document(error) = error else {
+            return Err(cluster
+                .invalid_reply(&name, "a writeErrors element is not a document")
+                .into());
+        };
+        let error = reply.nested(error);
+        let code = error.opt_i32("code")?;
+        let message = error.opt_str("errmsg")?.unwrap_or_default().to_owned();
+        if code != Some(codes::DUPLICATE_KEY) {
+            return Err(WriteError::Cluster(ClusterError::Command {
+                side: cluster.side(),
+                command: name.clone(),
+                code,
+                labels: Vec::new(),
+                message,
+            }));
+        }
+        let index = error
+            .opt_u64("index")?
+            .and_then(|i| usize::try_from(i).ok())
+            .ok_or_else(|| cluster.invalid_reply(&name, "a write error has no `index`"))?;
+        refusals.push((index, message));
+    }
+    refusals.sort_by_key(|(index, _)| *index);
+    let indexes: Vec<usize> = refusals.iter().map(|(index, _)| *index).collect();
+    let mut refused: Vec<(Bson, String)> = Vec::with_capacity(refusals.len());
+    for (id, (index, message)) in ids_at(documents, &indexes).into_iter().zip(refusals) {
+        let id = id.ok_or_else(|| {
+            cluster.invalid_reply(
+                &name,
+                format!("write error index {index} names no document of the batch"),
+            )
+        })?;
+        refused.push((id, message));
+    }
     let present = existing_ids(
         cluster,
-        coll,
         namespace,
         refused.iter().map(|(id, _)| id.clone()).collect(),
     )
     .await?;
-    for (id, message) in &refused {
-        if !present.iter().any(|p| p == id) {
-            return Err(WriteError::UniqueConflict {
-                namespace: namespace.clone(),
-                id: id.clone().into_relaxed_extjson().to_string(),
-                message: (*message).to_owned(),
-            });
-        }
+    if let Some((id, message)) = refused.iter().find(|(id, _)| !present.contains(id)) {
+        return Err(WriteError::UniqueConflict {
+            namespace: namespace.clone(),
+            id: id.clone().into_relaxed_extjson().to_string(),
+            message: message.clone(),
+        });
     }
     let duplicates = refused.len() as u64;
     Ok(InsertOutcome {
-        inserted: docs.len() as u64 - duplicates,
+        inserted,
         duplicates,
     })
 }
@@ -181,13 +231,14 @@ pub async fn insert_batch(
 /// The `_id`s among `ids` that exist on the destination (as stored there).
 async fn existing_ids(
     cluster: &Cluster,
-    coll: &Collection<RawDocumentBuf>,
     namespace: &Namespace,
     ids: Vec<Bson>,
 ) -> Result<Vec<Bson>, WriteError> {
     let command = format!("find {namespace}");
-    let found: Vec<Document> = coll
-        .clone_with_type::<Document>()
+    let found: Vec<Document> = cluster
+        .client()
+        .database(namespace.db())
+        .collection::<Document>(namespace.coll())
         .find(doc! { "_id": { "$in": ids } })
         .projection(doc! { "_id": 1 })
         .max_time(Duration::from_secs(60))
@@ -200,4 +251,29 @@ async fn existing_ids(
         .into_iter()
         .filter_map(|mut d| d.remove("_id"))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::rawdoc;
+
+    #[test]
+    fn refused_indexes_map_to_the_ids_of_the_batch() {
+        let mut batch = InsertBatch::new();
+        for i in 0..5 {
+            batch.push(&rawdoc! { "_id": i * 10 });
+        }
+        assert_eq!(
+            ids_at(batch.documents(), &[0, 3, 3, 4, 9]),
+            vec![
+                Some(Bson::Int32(0)),
+                Some(Bson::Int32(30)),
+                Some(Bson::Int32(30)),
+                Some(Bson::Int32(40)),
+                None
+            ]
+        );
+        assert!(ids_at(InsertBatch::new().documents(), &[0]) == vec![None]);
+    }
 }
