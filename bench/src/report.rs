@@ -55,12 +55,14 @@ pub struct Results {
     pub documents: u64,
     /// Bytes per document.
     pub document_size: usize,
-    /// The destination's raw insert rate.
+    /// The destination's raw insert rate (the median round).
     pub ceiling: Rate,
     /// mongoshift copying a tenth of the data.
     pub copy_small: CopyRun,
-    /// mongoshift copying all of it.
+    /// mongoshift copying all of it (the median round).
     pub copy: CopyRun,
+    /// Every round of the ceiling and the copy.
+    pub rounds: Vec<Round>,
     /// Verification and a plain scan.
     pub verify: VerifyRun,
     /// The pymongo copy, or why it did not run.
@@ -82,6 +84,22 @@ fn ok_or_reason<S: serde::Serializer>(v: &Result<Rate, String>, s: S) -> Result<
     match v {
         Ok(rate) => rate.serialize(s),
         Err(reason) => serde_json::json!({ "skipped": reason }).serialize(s),
+    }
+}
+
+/// One round: the ceiling, then mongoshift's copy of the same data.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Round {
+    /// The destination's raw insert rate.
+    pub ceiling: Rate,
+    /// mongoshift's copy.
+    pub copy: CopyRun,
+}
+
+impl Round {
+    /// Copy rate over the ceiling.
+    pub fn ratio(&self) -> f64 {
+        self.copy.rate.docs_per_sec / self.ceiling.docs_per_sec
     }
 }
 
@@ -202,7 +220,19 @@ pub fn table(r: &Results) -> String {
     let mut rows: Vec<(String, String)> = vec![
         ("ceiling (raw batched inserts)".into(), rate(&r.ceiling)),
         ("mongoshift copy".into(), rate(&r.copy.rate)),
-        ("copy / ceiling".into(), format!("{:.2}", r.copy_ratio())),
+        (
+            "copy / ceiling".into(),
+            format!(
+                "{:.2} (median of {} rounds: {})",
+                r.copy_ratio(),
+                r.rounds.len(),
+                r.rounds
+                    .iter()
+                    .map(|round| format!("{:.2}", round.ratio()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
         (
             "CPU per million documents".into(),
             format!("{:.2} s (apply process, user + sys)", r.cpu_per_million()),

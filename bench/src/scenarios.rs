@@ -17,11 +17,12 @@ use crate::data::document;
 use crate::process;
 use crate::servers::Binaries;
 
-/// mongoshift's default `options.copy` (`parallel_partitions`, `batch_size`): the ceiling is
-/// measured with the same concurrency and batch size.
+/// The copy's `options.copy.parallel_partitions` (mongoshift's default), written into every
+/// migration the harness runs: the ceiling is measured with the same concurrency.
 pub const COPY_CONCURRENCY: usize = 8;
-/// See [`COPY_CONCURRENCY`].
-pub const COPY_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// The copy's `options.copy.batch_size` (mongoshift's default), likewise shared with the
+/// ceiling.
+pub const COPY_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// A rate over a number of documents and bytes.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -129,8 +130,11 @@ impl Migration {
             &config,
             format!(
                 "version = 1\nname = {name:?}\n\n[source]\nuri = {source:?}\n\n[destination]\nuri = {destination:?}\n\n\
-                 [options]\ninclude = [{}]\nverify = \"none\"\n\n[cutover]\napproval = {approval:?}\n",
-                include.join(", ")
+                 [options]\ninclude = [{}]\nverify = \"none\"\n\n\
+                 [options.copy]\nparallel_partitions = {COPY_CONCURRENCY}\nbatch_size = \"{}KiB\"\n\n\
+                 [cutover]\napproval = {approval:?}\n",
+                include.join(", "),
+                COPY_BATCH_BYTES / 1024
             ),
         )?;
         Ok(Self { dir, config })

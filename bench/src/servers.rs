@@ -6,8 +6,11 @@ use std::process::{Child, Command, Stdio};
 
 use crate::BoxError;
 
-/// The binaries under test, found next to the harness's own executable (one `target/<profile>`
-/// directory), built first when the harness runs under `cargo run`.
+/// The binaries under test. Under `cargo run` they are built first, into their own target
+/// directory (`target/bench-build`): built beside the harness, `-p mongoshift -p
+/// mongoshift-testkit` unifies dependency features differently from `-p mongoshift-bench`, and
+/// each command would rebuild the `mongodb` crate the other one just built. Run directly, the
+/// harness looks next to its own executable.
 #[derive(Debug, Clone)]
 pub struct Binaries {
     /// `mongoshift`.
@@ -20,18 +23,21 @@ impl Binaries {
     /// Locates (and, under cargo, builds) both binaries in the harness's profile.
     pub fn locate() -> Result<Self, BoxError> {
         let exe = std::env::current_exe()?;
-        let mut dir = exe.parent().ok_or("the harness has no directory")?;
+        let mut dir = exe
+            .parent()
+            .ok_or("the harness has no directory")?
+            .to_owned();
         // Under `cargo test` the executable lives in `target/<profile>/deps`.
         if dir.ends_with("deps") {
-            dir = dir.parent().ok_or("no profile directory")?;
+            dir = dir.parent().ok_or("no profile directory")?.to_owned();
         }
-        let found = Self {
-            mongoshift: dir.join("mongoshift"),
-            testd: dir.join("mongoshift-testd"),
-        };
         if let Ok(cargo) = std::env::var("CARGO") {
             // Always rebuild under cargo: stale binaries would measure old code.
             let release = dir.ends_with("release");
+            let target = dir
+                .parent()
+                .ok_or("the harness's profile directory has no parent")?
+                .join("bench-build");
             let mut build = Command::new(cargo);
             build.args([
                 "build",
@@ -42,6 +48,7 @@ impl Binaries {
                 "mongoshift-testkit",
             ]);
             build.args(["--bin", "mongoshift", "--bin", "mongoshift-testd"]);
+            build.arg("--target-dir").arg(&target);
             if release {
                 build.arg("--release");
             }
@@ -49,7 +56,12 @@ impl Binaries {
             if !status.success() {
                 return Err("building mongoshift and mongoshift-testd failed".into());
             }
+            dir = target.join(if release { "release" } else { "debug" });
         }
+        let found = Self {
+            mongoshift: dir.join("mongoshift"),
+            testd: dir.join("mongoshift-testd"),
+        };
         for path in [&found.mongoshift, &found.testd] {
             if !path.exists() {
                 return Err(format!(

@@ -10,6 +10,7 @@ fn a_small_run_measures_everything_and_writes_json() {
     let run = Command::new(env!("CARGO_BIN_EXE_mongoshift-bench"))
         .args(["--docs", "3000", "--doc-size", "400", "--lag-step", "1"])
         .args(["--lag-rates", "100,300", "--plan-collections", "20,40"])
+        .args(["--repeat", "2"])
         .arg("--out")
         .arg(&out)
         // Nested `cargo build` would wait for the lock this test run holds; `cargo test
@@ -28,6 +29,12 @@ fn a_small_run_measures_everything_and_writes_json() {
     assert_eq!(r["ceiling"]["documents"], 3000);
     assert_eq!(r["copy"]["rate"]["documents"], 3000);
     assert_eq!(r["copy_small"]["rate"]["documents"], 300);
+    let rounds = r["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    for round in rounds {
+        assert_eq!(round["ceiling"]["documents"], 3000);
+        assert_eq!(round["copy"]["rate"]["documents"], 3000);
+    }
     assert!(r["copy"]["rate"]["bytes"].as_u64().unwrap() >= 3000 * 400);
     assert!(r["copy"]["cpu_secs"].as_f64().unwrap() > 0.0);
     assert!(r["copy"]["peak_rss"].as_u64().unwrap() > 1024 * 1024);
