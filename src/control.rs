@@ -257,13 +257,8 @@ pub async fn destroy(config: &Config, lockfile: &Path) -> Result<DestroyPlan, Co
 
 fn destroy_plan_locked(lockfile: &Path) -> Result<DestroyPlan, ControlError> {
     let state = load(lockfile)?;
-    let mut namespaces: Vec<Namespace> = state
-        .namespaces
-        .iter()
-        .filter(|n| n.created)
-        .map(|n| n.destination.clone())
-        .collect();
-    namespaces.sort();
+    // Sorted; includes what a DDL event interrupted by a crash may have created.
+    let namespaces: Vec<Namespace> = state.owned().into_iter().collect();
     Ok(DestroyPlan {
         namespaces,
         archived_lockfile: archived_path(lockfile, &state.lineage),

@@ -341,6 +341,12 @@ pub struct SyncState {
     pub counts: ChangeCounts,
     /// Documents waiting to be written again.
     pub pending: Vec<PendingDocument>,
+    /// Destination namespaces that a replicated DDL event being applied may have created
+    /// (a create, or a rename's target): recorded before the event is applied and cleared once
+    /// its effect is, so that a crash in between leaves them owned by the migration rather
+    /// than conflicts on resume.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ddl_targets: Vec<Namespace>,
 }
 
 /// The source write block of the cutover.
@@ -472,6 +478,7 @@ impl MigrationState {
             .iter()
             .filter(|n| n.created)
             .map(|n| n.destination.clone())
+            .chain(self.sync.ddl_targets.iter().cloned())
             .collect()
     }
 

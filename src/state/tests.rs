@@ -189,3 +189,27 @@ fn damaged_foreign_and_newer_lockfiles_are_refused_and_left_untouched() {
         );
     }
 }
+
+#[test]
+fn namespaces_a_ddl_event_may_have_created_are_owned_until_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("migration.lock");
+    let mut state = sample_state();
+    let before = state.owned();
+    assert!(!before.contains(&Namespace::new("a", "renamed")));
+    // Recorded before a rename is applied; a crash then leaves it in the lockfile.
+    state.sync.ddl_targets.push(Namespace::new("a", "renamed"));
+    save(&path, &mut state).unwrap();
+    let loaded = load(&path).unwrap().unwrap();
+    let owned = loaded.owned();
+    assert!(owned.contains(&Namespace::new("a", "renamed")));
+    assert!(before.is_subset(&owned));
+    // An older lockfile without the field still loads.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("ddl_targets"), "{text}");
+    let mut old = sample_state();
+    save(&path, &mut old).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("ddl_targets"), "{text}");
+    assert!(load(&path).unwrap().unwrap().sync.ddl_targets.is_empty());
+}

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bson::{Bson, Document, RawArrayBuf, RawDocumentBuf, doc};
 use futures_util::{StreamExt, TryStreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::changes::{ChangeKind, DdlChange, DestinationOp, EventError, Interpreter};
@@ -51,8 +51,16 @@ pub struct SpoolLimit {
 }
 
 /// What the applier reports to the state owner.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum ApplierReport {
+    /// A DDL event is about to be applied that may create these destination namespaces; the
+    /// applier waits for `recorded` (sent once the lockfile holds them) before applying it.
+    DdlTargets {
+        /// The namespaces.
+        targets: Vec<Namespace>,
+        /// Answered once they are durable.
+        recorded: oneshot::Sender<()>,
+    },
     /// A batch is applied.
     Applied {
         /// Everything before here is applied.
@@ -231,6 +239,21 @@ pub async fn run_applier(
                 return Err(ApplierError::DdlRefused(ddl.describe()));
             }
             let what = ddl.describe();
+            let targets = match &ddl {
+                DdlChange::Create { ns, .. } => vec![ns.clone()],
+                DdlChange::Rename { to, .. } => vec![to.clone()],
+                _ => Vec::new(),
+            };
+            if !targets.is_empty() {
+                // Write-ahead: a crash after the DDL but before its effect is recorded must not
+                // leave a namespace the lockfile does not know.
+                let (recorded, ack) = oneshot::channel();
+                reports
+                    .send(ApplierReport::DdlTargets { targets, recorded })
+                    .await
+                    .map_err(|_| ApplierError::Disconnected)?;
+                ack.await.map_err(|_| ApplierError::Disconnected)?;
+            }
             let change = retry(&what, ctx.backoff, || apply_ddl(&ctx, &ddl)).await?;
             catalog.extend(change);
             if !ctx.shard_keys.is_empty() {

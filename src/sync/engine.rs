@@ -407,6 +407,22 @@ impl<'c> Engine<'c> {
         self.dirty = true;
         let sync = &mut self.state.sync;
         match report {
+            ApplierReport::DdlTargets { targets, recorded } => {
+                for t in targets {
+                    if !sync.ddl_targets.contains(&t) {
+                        sync.ddl_targets.push(t);
+                    }
+                }
+                // Unanswered, the applier stops with an error, which ends the run.
+                match self.persist() {
+                    Ok(()) => {
+                        let _ = recorded.send(());
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the lockfile could not record a DDL event's targets")
+                    }
+                }
+            }
             ApplierReport::Applied {
                 position,
                 time,
@@ -420,6 +436,10 @@ impl<'c> Engine<'c> {
                 }
                 sync.counts.add(&counts);
                 sync.pending = pending;
+                if !catalog.is_empty() {
+                    // The DDL event's effect is recorded below; its write-ahead is done.
+                    sync.ddl_targets.clear();
+                }
                 for change in catalog {
                     self.record_catalog_change(change);
                 }
