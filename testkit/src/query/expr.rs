@@ -237,6 +237,11 @@ impl Expression {
         })
     }
 
+    /// True when the expression is a constant: its value does not depend on the document.
+    pub fn is_constant(&self) -> bool {
+        matches!(self.node, Node::Const(_))
+    }
+
     /// Evaluates the expression with `doc` as `$$ROOT`/`$$CURRENT`; a missing result (for
     /// example a field path to a missing field) comes back as `Bson::Null`. Use
     /// [`Expression::evaluate_optional`] to tell missing from null.

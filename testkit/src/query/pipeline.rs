@@ -337,6 +337,18 @@ impl Pipeline {
             .take_while(|s| is_streaming(&s.kind))
             .count();
         let mut counters: Vec<u64> = vec![0; prefix];
+        // A `$count`, or a `$group` of constants (`{_id: null, n: {$sum: 1}}`, how drivers
+        // count), reads no field: the documents reaching it are not decoded.
+        let contents_unused = match self.stages.get(prefix).map(|s| &s.kind) {
+            Some(Kind::Count(_)) => true,
+            Some(Kind::Group(id, accs)) => {
+                id.is_constant()
+                    && accs
+                        .iter()
+                        .all(|(_, a)| acc_expr(a).is_none_or(Expression::is_constant))
+            }
+            _ => false,
+        };
         let mut docs = Vec::new();
         let mut exhausted = false;
         if matches!(
@@ -377,7 +389,13 @@ impl Pipeline {
                         }
                     }
                 }
-                docs.push(cur.unwrap_or_else(|| raw_doc_to_document(raw)));
+                docs.push(cur.unwrap_or_else(|| {
+                    if contents_unused {
+                        Document::new()
+                    } else {
+                        raw_doc_to_document(raw)
+                    }
+                }));
             }
         }
         let mut docs = docs;
@@ -1906,6 +1924,24 @@ mod tests {
         assert_eq!(
             out,
             vec![doc! {"n": 5, "double": 10}, doc! {"n": 2, "double": 4}]
+        );
+    }
+
+    #[test]
+    fn counting_groups_do_not_need_the_documents_but_count_them_all() {
+        let count = vec![
+            doc! {"$match": {}},
+            doc! {"$group": {"_id": 1, "n": {"$sum": 1}, "c": {"$count": {}}, "f": {"$first": "x"}}},
+        ];
+        assert_eq!(
+            run(count, data()),
+            vec![doc! {"_id": 1, "n": 4, "c": 4, "f": "x"}]
+        );
+        // A field anywhere in the group still reads the documents.
+        let by_field = vec![doc! {"$group": {"_id": null, "total": {"$sum": "$n"}}}];
+        assert_eq!(
+            run(by_field, data()),
+            vec![doc! {"_id": null, "total": 18.5}]
         );
     }
 
