@@ -526,6 +526,60 @@ async fn user_write_block_mode_blocks_user_writes_only() {
     coll.insert_one(doc! {"_id": 2}).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_write_commits_after_the_write_blocks_operation_time() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("c");
+    // Writers racing the block: each write either commits before the block's operationTime
+    // or is refused.
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8i64 {
+        let coll = coll.clone();
+        writers.spawn(async move {
+            for i in 0.. {
+                if coll
+                    .insert_one(doc! {"_id": w * 1_000_000 + i})
+                    .await
+                    .is_err()
+                {
+                    return i;
+                }
+            }
+            0
+        });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let reply = client
+        .database("admin")
+        .run_command(doc! {"setUserWriteBlockMode": 1, "global": true})
+        .await
+        .unwrap();
+    let blocked_at = reply.get_timestamp("operationTime").unwrap();
+    let mut written = 0;
+    while let Some(n) = writers.join_next().await {
+        written += n.unwrap();
+    }
+    assert!(written > 0, "the writers wrote before the block");
+    let after = mongodb::bson::Timestamp {
+        time: blocked_at.time,
+        increment: blocked_at.increment + 1,
+    };
+    let mut stream = coll
+        .watch()
+        .start_at_operation_time(after)
+        .max_await_time(std::time::Duration::from_millis(100))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let late = stream.next_if_any().await.unwrap();
+        assert!(
+            late.is_none(),
+            "a write committed after the block: {late:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn out_of_range_numbers_are_refused_not_overflowed() {
     let server = common::start().await;

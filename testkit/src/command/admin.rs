@@ -309,7 +309,7 @@ pub fn configure_fail_point(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 }
 
 /// `setUserWriteBlockMode: 1, global: bool` (admin only, replica set).
-pub fn set_user_write_block_mode(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
+pub async fn set_user_write_block_mode(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     require_admin(request)?;
     let fields = Fields::new("setUserWriteBlockMode", &request.body);
     let Some(global) = fields.bool("global")? else {
@@ -318,8 +318,10 @@ pub fn set_user_write_block_mode(ctx: &mut Ctx<'_>, request: &Request) -> Reply 
             "BSON field 'setUserWriteBlockMode.global' is missing but a required field",
         ));
     };
-    ctx.engine
-        .user_writes_blocked
-        .store(global, Ordering::Release);
+    // Writes already past their check finish first; the reply's operationTime (the clock
+    // read after this) is then later than all of them.
+    let engine = ctx.engine;
+    let _exclusive = engine.user_write_gate.write().await;
+    engine.user_writes_blocked.store(global, Ordering::Release);
     Ok(bson::RawDocumentBuf::new())
 }

@@ -264,10 +264,17 @@ async fn run(
         return Outcome::Reply(finish(engine, reply, None));
     }
 
+    // A write holds the gate from its check to its end (see `Engine::user_write_gate`).
+    let gate = if WRITE_COMMANDS.contains(&request.name.as_str()) {
+        Some(engine.user_write_gate.read().await)
+    } else {
+        None
+    };
     let result = match check_write_allowed(&ctx, &request) {
         Ok(()) => execute(&mut ctx, &request).await,
         Err(e) => Err(e),
     };
+    drop(gate);
     let result =
         result.and_then(|body| crate::auth::authz::filter_reply(&ctx.conn.auth, &request, body));
     let op_time = ctx.op_time;
@@ -509,7 +516,7 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         "getCmdLineOpts" => admin::get_cmd_line_opts(ctx, request),
         "whatsmyuri" => admin::whats_my_uri(ctx, request),
         "configureFailPoint" => admin::configure_fail_point(ctx, request),
-        "setUserWriteBlockMode" => admin::set_user_write_block_mode(ctx, request),
+        "setUserWriteBlockMode" => admin::set_user_write_block_mode(ctx, request).await,
         "endSessions" => session::end_sessions(ctx, request),
         "killAllSessions" => session::kill_all_sessions(ctx, request),
         "refreshSessions" => session::refresh_sessions(ctx, request),

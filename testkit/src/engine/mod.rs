@@ -85,6 +85,11 @@ pub struct Engine {
     pub failpoints: FailPoints,
     /// `setUserWriteBlockMode`: while true, user writes fail with 371 `UserWritesBlocked`.
     pub user_writes_blocked: AtomicBool,
+    /// Held shared by every write command from its write-block check to its reply, and
+    /// exclusively by `setUserWriteBlockMode`: as on mongod (which takes the global lock in
+    /// exclusive mode), enabling the block waits for writes already past the check, so no
+    /// write commits after the block's operationTime.
+    pub user_write_gate: tokio::sync::RwLock<()>,
     /// Connection ids handed out (`connectionId` in hello).
     next_connection_id: AtomicI64,
     /// Connections open now.
@@ -117,6 +122,7 @@ impl Engine {
             sessions: SessionTable::default(),
             failpoints: FailPoints::default(),
             user_writes_blocked: AtomicBool::new(false),
+            user_write_gate: tokio::sync::RwLock::new(()),
             next_connection_id: AtomicI64::new(1),
             open_connections: AtomicI64::new(0),
             connections_created: AtomicI64::new(0),
