@@ -531,36 +531,33 @@ async fn no_write_commits_after_the_write_blocks_operation_time() {
     let server = common::start().await;
     let client = common::client(&server).await;
     let coll = client.database("db").collection::<Document>("c");
-    // Writers racing the block: each write either commits before the block's operationTime
-    // or is refused.
-    let mut writers = tokio::task::JoinSet::new();
-    for w in 0..8i64 {
+    let admin = client.database("admin");
+    let op_time = |reply: Document| reply.get_timestamp("operationTime").unwrap();
+    // A large insert is under way (past its write-block check, its first documents already
+    // in the oplog) when the block is asked for: the block must wait for it, so that none of
+    // its documents commits after the block's operationTime.
+    let before = op_time(admin.run_command(doc! {"ping": 1}).await.unwrap());
+    let insert = tokio::spawn({
         let coll = coll.clone();
-        writers.spawn(async move {
-            for i in 0.. {
-                if coll
-                    .insert_one(doc! {"_id": w * 1_000_000 + i})
-                    .await
-                    .is_err()
-                {
-                    return i;
-                }
-            }
-            0
-        });
+        async move {
+            let docs = (0..100_000).map(|i| doc! {"_id": i, "pad": "x".repeat(100)});
+            coll.insert_many(docs).await.map(|r| r.inserted_ids.len())
+        }
+    });
+    while op_time(admin.run_command(doc! {"ping": 1}).await.unwrap()) == before {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let reply = client
-        .database("admin")
-        .run_command(doc! {"setUserWriteBlockMode": 1, "global": true})
-        .await
-        .unwrap();
-    let blocked_at = reply.get_timestamp("operationTime").unwrap();
-    let mut written = 0;
-    while let Some(n) = writers.join_next().await {
-        written += n.unwrap();
-    }
-    assert!(written > 0, "the writers wrote before the block");
+    let blocked_at = op_time(
+        admin
+            .run_command(doc! {"setUserWriteBlockMode": 1, "global": true})
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        insert.await.unwrap().unwrap(),
+        100_000,
+        "the insert under way completes"
+    );
     let after = mongodb::bson::Timestamp {
         time: blocked_at.time,
         increment: blocked_at.increment + 1,
@@ -575,7 +572,8 @@ async fn no_write_commits_after_the_write_blocks_operation_time() {
         let late = stream.next_if_any().await.unwrap();
         assert!(
             late.is_none(),
-            "a write committed after the block: {late:?}"
+            "a write committed after the block's operationTime {blocked_at:?}: {:?}",
+            late.map(|e| (e.document_key, e.cluster_time))
         );
     }
 }
