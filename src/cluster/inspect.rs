@@ -505,7 +505,11 @@ async fn catalog(
     Ok(catalog)
 }
 
-async fn list_indexes(cluster: &Cluster, ns: &Namespace) -> Result<Vec<IndexSpec>, ClusterError> {
+/// A collection's indexes (`listIndexes`), sorted by name.
+pub async fn list_indexes(
+    cluster: &Cluster,
+    ns: &Namespace,
+) -> Result<Vec<IndexSpec>, ClusterError> {
     let command = format!("listIndexes {ns}");
     let docs: Vec<Document> = cluster
         .client()

@@ -11,7 +11,7 @@ mod snapshot;
 
 pub use connect::Cluster;
 pub use error::{ClusterError, Side, codes, driver_message, error_code};
-pub use inspect::{InspectRequest, inspect};
+pub use inspect::{InspectRequest, inspect, list_indexes};
 pub use privileges::{Grant, Privileges, Resource, Target};
 pub use reply::{Reply, as_u64};
 pub use snapshot::{

@@ -17,11 +17,10 @@
 //! parallel slot is copied twice. Sizes per chunk are estimated from the shard's share of the
 //! collection divided by its chunks.
 
-use bson::{Bson, Document, doc};
-use futures_util::TryStreamExt;
+use bson::{Bson, Document};
 
 use super::sharded::{Chunk, collection_chunks};
-use crate::cluster::{Cluster, ClusterError, IndexSpec, Reply};
+use crate::cluster::{Cluster, ClusterError, list_indexes};
 use crate::namespace::Namespace;
 use crate::shard_key::ShardKey;
 use crate::state::{KeyRange, PartitionState, ShardEstimate};
@@ -138,37 +137,10 @@ fn index_bound(key: &ShardKey, index: &Document, bound: &Document) -> Document {
         .collect()
 }
 
-async fn list_indexes(cluster: &Cluster, ns: &Namespace) -> Result<Vec<IndexSpec>, ClusterError> {
-    let command = format!("listIndexes {ns}");
-    let docs: Vec<Document> = cluster
-        .client()
-        .database(ns.db())
-        .run_cursor_command(doc! { "listIndexes": ns.coll() })
-        .await
-        .map_err(|e| cluster.error(&command, &e))?
-        .try_collect()
-        .await
-        .map_err(|e| cluster.error(&command, &e))?;
-    let mut out = Vec::with_capacity(docs.len());
-    for d in docs {
-        let r = Reply::new(cluster.side(), &command, &d);
-        let options: Document = d
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "name" | "key" | "v" | "ns"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        out.push(IndexSpec {
-            name: r.str("name")?.to_owned(),
-            key: r.doc("key")?.clone(),
-            options,
-        });
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bson::doc;
 
     fn chunk(min: Bson, max: Bson, shard: &str) -> Chunk {
         Chunk {
