@@ -258,10 +258,8 @@ pub async fn run_applier(
             catalog.extend(change);
             if !ctx.shard_keys.is_empty() {
                 // A rename or drop changes which destination collections are sharded.
-                ctx.shard_keys = retry("reading the destination's shard keys", ctx.backoff, || {
-                    super::sharded::destination_shard_keys(&ctx.destination)
-                })
-                .await?;
+                ctx.shard_keys =
+                    super::sharded::destination_shard_keys(&ctx.destination, ctx.backoff).await?;
             }
             counts.ddl += 1;
             last_time = Some(ClusterTime(time));

@@ -730,12 +730,7 @@ impl<'c> Engine<'c> {
                 &self.config.options.write_concern,
             ),
             spool_dir: spool_dir(&self.lockfile),
-            shard_keys: retry(
-                "reading the destination's shard keys",
-                self.backoff(),
-                || super::sharded::destination_shard_keys(destination),
-            )
-            .await?,
+            shard_keys: super::sharded::destination_shard_keys(destination, self.backoff()).await?,
             backoff: self.backoff(),
         };
         let mut applier = tokio::spawn(run_applier(

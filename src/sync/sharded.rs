@@ -23,6 +23,7 @@ use bson::{Bson, Document, RawBsonRef, RawDocumentBuf, doc};
 use futures_util::TryStreamExt;
 
 use super::changes::DestinationOp;
+use crate::cluster::retry::{Backoff, retry};
 use crate::cluster::{Cluster, ClusterError, Reply};
 use crate::namespace::Namespace;
 use crate::shard_key::{ShardKey, value_at};
@@ -31,8 +32,18 @@ use crate::shard_key::{ShardKey, value_at};
 pub type ShardKeys = HashMap<Namespace, ShardKey>;
 
 /// Reads the shard keys of every sharded user collection of a destination reached through a
-/// mongos (`config.collections`); a replica set has none.
-pub async fn destination_shard_keys(destination: &Cluster) -> Result<ShardKeys, ClusterError> {
+/// mongos (`config.collections`), retrying transient failures; a replica set has none.
+pub async fn destination_shard_keys(
+    destination: &Cluster,
+    backoff: Backoff,
+) -> Result<ShardKeys, ClusterError> {
+    retry("reading the destination's shard keys", backoff, || {
+        read_shard_keys(destination)
+    })
+    .await
+}
+
+async fn read_shard_keys(destination: &Cluster) -> Result<ShardKeys, ClusterError> {
     let hello = destination.command("admin", doc! { "hello": 1 }).await?;
     if hello.get_str("msg").ok() != Some("isdbgrid") {
         return Ok(ShardKeys::new());
