@@ -116,6 +116,18 @@ pub enum ApplierError {
         /// Server message.
         message: String,
     },
+    /// A change cannot be expressed as a write statement (a value BSON cannot encode).
+    #[error(
+        "{namespace}: the change to the document with _id {id} cannot be written as a statement: {detail}"
+    )]
+    Unwritable {
+        /// Namespace.
+        namespace: Namespace,
+        /// The document's `_id` (relaxed Extended JSON).
+        id: String,
+        /// What could not be encoded.
+        detail: String,
+    },
     /// `ddl = "fail"` and the source ran a DDL operation.
     #[error(
         "the source ran `{0}`; options.ddl = \"fail\" stops the migration here (the change is not applied; set ddl = \"replicate\" to follow it)"
@@ -153,7 +165,7 @@ pub struct ApplierContext {
     /// DDL policy.
     pub ddl: DdlPolicy,
     /// The write concern of destination writes, as a command field.
-    pub write_concern: Document,
+    pub write_concern: RawDocumentBuf,
     /// The spool directory.
     pub spool_dir: PathBuf,
     /// The destination's shard keys (upsert filters name the full shard key; see
@@ -467,20 +479,32 @@ async fn resolve_refetches(
         .collect())
 }
 
-/// One statement of an `update` or `delete` command.
-fn statement(ctx: &ApplierContext, ns: &Namespace, op: &DestinationOp) -> Option<RawDocumentBuf> {
+/// One statement of an `update` or `delete` command (`key`: the destination's shard key of
+/// `ns`); `None` for an operation that writes nothing (a delta without changes, or one that is
+/// not a document write).
+fn statement(
+    key: Option<&crate::shard_key::ShardKey>,
+    ns: &Namespace,
+    op: &DestinationOp,
+) -> Result<Option<RawDocumentBuf>, ApplierError> {
+    let Some((_, id)) = op.document() else {
+        return Ok(None);
+    };
+    let unwritable = |detail: String| ApplierError::Unwritable {
+        namespace: ns.clone(),
+        id: id.clone().into_relaxed_extjson().to_string(),
+        detail,
+    };
+    let raw_id = bson::RawBson::try_from(id.clone()).map_err(|e| unwritable(e.to_string()))?;
     let mut filter = RawDocumentBuf::new();
-    let (_, id) = op.document()?;
-    filter.append(
-        bson::cstr!("_id"),
-        bson::RawBson::try_from(id.clone()).ok()?,
-    );
+    filter.append(bson::cstr!("_id"), raw_id);
     let mut s = RawDocumentBuf::new();
     match op {
         DestinationOp::Upsert { document, .. } => {
-            let filter = super::sharded::upsert_filter(ctx.shard_keys.get(ns), id, document)?;
+            let filter = super::sharded::upsert_filter(key, id, document)
+                .ok_or_else(|| unwritable("its shard-key filter".to_owned()))?;
             s.append(bson::cstr!("q"), filter);
-            s.append(bson::cstr!("u"), document.clone());
+            s.append(bson::cstr!("u"), document);
             s.append(bson::cstr!("upsert"), true);
         }
         DestinationOp::Delete { .. } => {
@@ -518,16 +542,17 @@ fn statement(ctx: &ApplierContext, ns: &Namespace, op: &DestinationOp) -> Option
                 }
             }
             if u.is_empty() {
-                return None;
+                return Ok(None);
             }
+            let u = RawDocumentBuf::try_from(&u).map_err(|e| unwritable(e.to_string()))?;
             s.append(bson::cstr!("q"), filter);
-            s.append(bson::cstr!("u"), RawDocumentBuf::try_from(&u).ok()?);
+            s.append(bson::cstr!("u"), u);
         }
         DestinationOp::Refetch { .. } | DestinationOp::Ddl(_) | DestinationOp::Skip(_) => {
-            return None;
+            return Ok(None);
         }
     }
-    Some(s)
+    Ok(Some(s))
 }
 
 /// Expands a delta with both a truncation and field changes into two ordered operations.
@@ -577,7 +602,7 @@ async fn write(
     let mut chunk: Vec<(&DestinationOp, RawDocumentBuf)> = Vec::new();
     let mut chunk_bytes = 0usize;
     for op in &expanded {
-        let Some(s) = statement(ctx, ns, op) else {
+        let Some(s) = statement(ctx.shard_keys.get(ns), ns, op)? else {
             continue;
         };
         if !chunk.is_empty() && chunk_bytes + s.as_bytes().len() > MAX_COMMAND_BYTES {
@@ -602,7 +627,7 @@ async fn write(
         for group in [upserts, deletes] {
             let mut chunk = Vec::new();
             for op in group {
-                if let Some(s) = statement(ctx, ns, op) {
+                if let Some(s) = statement(ctx.shard_keys.get(ns), ns, op)? {
                     chunk.push((op, s));
                 }
             }
@@ -626,7 +651,7 @@ async fn send(
     let delete = matches!(chunk[0].0, DestinationOp::Delete { .. });
     let mut statements = RawArrayBuf::new();
     for (_, s) in chunk {
-        statements.push(s.clone());
+        statements.push(s);
     }
     let mut command = RawDocumentBuf::new();
     command.append(
@@ -647,9 +672,7 @@ async fn send(
     );
     command.append(bson::cstr!("ordered"), ordered);
     command.append(bson::cstr!("bypassDocumentValidation"), true);
-    if let Ok(wc) = RawDocumentBuf::try_from(&ctx.write_concern) {
-        command.append(bson::cstr!("writeConcern"), wc);
-    }
+    command.append(bson::cstr!("writeConcern"), &ctx.write_concern);
     let name = format!("{} {ns}", if delete { "delete" } else { "update" });
     let reply = retry(&name, ctx.backoff, || async {
         let reply = ctx
@@ -905,6 +928,26 @@ mod tests {
     use bson::rawdoc;
 
     use super::*;
+
+    #[test]
+    fn a_change_bson_cannot_encode_is_an_error_naming_the_document() {
+        let op = DestinationOp::Delta {
+            ns: ns(),
+            id: Bson::Int32(7),
+            source: ns(),
+            set: doc! { "a\0b": 1 },
+            unset: vec![],
+            truncate: vec![],
+        };
+        let e = statement(None, &ns(), &op).unwrap_err().to_string();
+        assert!(e.contains("d.c") && e.contains("_id 7"), "{e}");
+        let ok = statement(None, &ns(), &upsert(7, 1)).unwrap().unwrap();
+        assert!(ok.get_bool("upsert").unwrap());
+        assert_eq!(
+            ok.get_document("u").unwrap(),
+            rawdoc! { "_id": 7, "v": 1 }.as_ref()
+        );
+    }
 
     fn ns() -> Namespace {
         Namespace::new("d", "c")

@@ -57,7 +57,7 @@ pub struct CopySettings {
     /// Bytes each read of the source asks for; each batch read is one insert.
     pub batch_bytes: u64,
     /// Destination write concern, as the `writeConcern` field of a command.
-    pub write_concern: Document,
+    pub write_concern: bson::RawDocumentBuf,
     /// Retries of transient failures.
     pub backoff: Backoff,
 }

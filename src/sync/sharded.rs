@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use bson::{Bson, Document, RawBsonRef, RawDocumentBuf, doc};
+use bson::{Bson, Document, RawArrayBuf, RawBsonRef, RawDocumentBuf, doc};
 use futures_util::TryStreamExt;
 
 use super::changes::DestinationOp;
@@ -146,7 +146,7 @@ pub async fn delete_moved_documents(
     key: Option<&ShardKey>,
     ns: &Namespace,
     ops: &[DestinationOp],
-    write_concern: &Document,
+    write_concern: &bson::RawDocument,
 ) -> Result<u64, ClusterError> {
     let Some(key) = key.filter(|k| !k.is_id_only()) else {
         return Ok(0);
@@ -185,36 +185,50 @@ pub async fn delete_moved_documents(
     // Every stored version whose key differs goes, by `_id` and its own key values (the copy of
     // a sharded source may have stored two versions of a document that moved between shards
     // while it was read: a destination sharded on another key enforces `_id` per shard only).
-    let mut deletes: Vec<Document> = Vec::new();
+    let mut deletes = RawArrayBuf::new();
+    let mut moved = 0;
     for d in &current {
-        let Some(id) = super::ddl::raw_id(d) else {
-            continue;
-        };
+        let id = super::ddl::raw_id(d)
+            .ok_or_else(|| destination.invalid_reply(&command, "a document has no _id"))?;
         if new_keys.get(&id_bytes(&id)) == Some(&key_bytes(key, d)) {
             continue;
         }
-        let Some(filter) = upsert_filter(Some(key), &id, d) else {
-            continue;
-        };
-        let Ok(filter) = Document::try_from(filter) else {
-            continue;
-        };
-        deletes.push(doc! { "q": filter, "limit": 1 });
+        let filter = upsert_filter(Some(key), &id, d).ok_or_else(|| {
+            destination.invalid_reply(
+                &command,
+                format!(
+                    "the shard-key values of _id {} cannot be written as a filter",
+                    id.clone().into_relaxed_extjson()
+                ),
+            )
+        })?;
+        let mut statement = RawDocumentBuf::new();
+        statement.append(bson::cstr!("q"), filter);
+        statement.append(bson::cstr!("limit"), 1);
+        deletes.push(statement);
+        moved += 1;
     }
-    if deletes.is_empty() {
+    if moved == 0 {
         return Ok(0);
     }
-    let moved = deletes.len();
-    let command = doc! {
-        "delete": ns.coll(),
-        "deletes": deletes,
-        "ordered": false,
-        "writeConcern": write_concern.clone(),
-    };
-    let reply = destination.command(ns.db(), command).await?;
-    if let Ok(errors) = reply.get_array("writeErrors")
-        && let Some(e) = errors.iter().find_map(Bson::as_document)
-    {
+    let mut delete = RawDocumentBuf::new();
+    delete.append(bson::cstr!("delete"), ns.coll());
+    delete.append(bson::cstr!("deletes"), deletes);
+    delete.append(bson::cstr!("ordered"), false);
+    delete.append(bson::cstr!("writeConcern"), write_concern);
+    let reply = destination
+        .client()
+        .database(ns.db())
+        .run_raw_command(delete)
+        .await
+        .map_err(|e| destination.error(&format!("delete {ns}"), &e))?;
+    let refusal = reply.get_document("writeConcernError").ok().or_else(|| {
+        reply
+            .get_array("writeErrors")
+            .ok()
+            .and_then(|errors| errors.iter().find_map(Bson::as_document))
+    });
+    if let Some(e) = refusal {
         return Err(ClusterError::Command {
             side: destination.side(),
             command: format!("delete {ns}"),

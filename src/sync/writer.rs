@@ -56,29 +56,28 @@ pub enum WriteError {
     },
 }
 
-/// The configured write concern as the `writeConcern` field of a command.
-pub fn write_concern_document(spec: &WriteConcernSpec) -> Document {
-    let w = |w: &WriteConcernW| match w {
-        WriteConcernW::Nodes(n) => Bson::Int64(i64::from(*n)),
-        WriteConcernW::Tag(t) => Bson::String(t.clone()),
-    };
+/// The configured write concern as the `writeConcern` field of a command (built once per run).
+pub fn write_concern_document(spec: &WriteConcernSpec) -> RawDocumentBuf {
+    let mut d = RawDocumentBuf::new();
+    let w = bson::cstr!("w");
     match spec {
-        WriteConcernSpec::Tag(t) => doc! { "w": t.clone() },
-        WriteConcernSpec::Nodes(n) => doc! { "w": i64::from(*n) },
+        WriteConcernSpec::Tag(t) => d.append(w, t.as_str()),
+        WriteConcernSpec::Nodes(n) => d.append(w, i64::from(*n)),
         WriteConcernSpec::Full(table) => {
-            let mut d = doc! { "w": w(&table.w) };
+            match &table.w {
+                WriteConcernW::Nodes(n) => d.append(w, i64::from(*n)),
+                WriteConcernW::Tag(t) => d.append(w, t.as_str()),
+            }
             if let Some(j) = table.journal {
-                d.insert("j", j);
+                d.append(bson::cstr!("j"), j);
             }
             if let Some(t) = table.timeout {
-                d.insert(
-                    "wtimeout",
-                    i64::try_from(t.get().as_millis()).unwrap_or(i64::MAX),
-                );
+                let millis = i64::try_from(t.get().as_millis()).unwrap_or(i64::MAX);
+                d.append(bson::cstr!("wtimeout"), millis);
             }
-            d
         }
     }
+    d
 }
 
 /// Documents gathered one by one for an `insert` command, as its `documents` array.
@@ -127,7 +126,7 @@ pub async fn insert_batch(
     cluster: &Cluster,
     namespace: &Namespace,
     documents: &RawArray,
-    write_concern: &Document,
+    write_concern: &RawDocument,
 ) -> Result<InsertOutcome, WriteError> {
     if documents.is_empty() {
         return Ok(InsertOutcome::default());
@@ -138,9 +137,7 @@ pub async fn insert_batch(
     command.append(bson::cstr!("documents"), documents);
     command.append(bson::cstr!("ordered"), false);
     command.append(bson::cstr!("bypassDocumentValidation"), true);
-    let wc = RawDocumentBuf::try_from(write_concern)
-        .map_err(|e| cluster.invalid_reply(&name, format!("write concern: {e}")))?;
-    command.append(bson::cstr!("writeConcern"), wc);
+    command.append(bson::cstr!("writeConcern"), write_concern);
     let reply = cluster
         .client()
         .database(namespace.db())
@@ -257,6 +254,25 @@ async fn existing_ids(
 mod tests {
     use super::*;
     use bson::rawdoc;
+
+    #[test]
+    fn write_concerns_become_the_command_field() {
+        use crate::config::model::WriteConcernTable;
+        use crate::config::HumanDuration;
+        let tag = write_concern_document(&WriteConcernSpec::Tag("majority".to_owned()));
+        assert_eq!(tag, rawdoc! { "w": "majority" });
+        let nodes = write_concern_document(&WriteConcernSpec::Nodes(2));
+        assert_eq!(nodes, rawdoc! { "w": 2_i64 });
+        let full = write_concern_document(&WriteConcernSpec::Full(WriteConcernTable {
+            w: WriteConcernW::Tag("dc".to_owned()),
+            journal: Some(true),
+            timeout: Some(HumanDuration(std::time::Duration::from_secs(30))),
+        }));
+        assert_eq!(
+            full,
+            rawdoc! { "w": "dc", "j": true, "wtimeout": 30_000_i64 }
+        );
+    }
 
     #[test]
     fn refused_indexes_map_to_the_ids_of_the_batch() {
