@@ -152,6 +152,30 @@ pub struct PartitionState {
     pub range: Option<KeyRange>,
 }
 
+impl PartitionState {
+    /// An `_id` range with nothing copied yet.
+    pub fn id_range(id: u32, min: Option<IdBound>, max: Option<IdBound>) -> Self {
+        Self {
+            id,
+            min,
+            max,
+            resume_from: None,
+            done: false,
+            documents: 0,
+            bytes: 0,
+            range: None,
+        }
+    }
+
+    /// A run of chunks of a sharded source with nothing copied yet.
+    pub fn key_range(id: u32, range: KeyRange) -> Self {
+        Self {
+            range: Some(range),
+            ..Self::id_range(id, None, None)
+        }
+    }
+}
+
 /// A run of consecutive chunks of a sharded source collection, all owned by one shard, read
 /// through the index that supports the shard key (`hint` with `min`/`max` in that index's key
 /// space: hashed fields as their hashes).

@@ -253,16 +253,7 @@ pub async fn partition(
     partition_bytes: u64,
     parallelism: u64,
 ) -> Result<Vec<PartitionState>, ClusterError> {
-    let whole = vec![PartitionState {
-        id: 0,
-        min: None,
-        max: None,
-        resume_from: None,
-        done: false,
-        documents: 0,
-        bytes: 0,
-        range: None,
-    }];
+    let whole = vec![PartitionState::id_range(0, None, None)];
     let by_size = job.size_bytes.div_ceil(partition_bytes.max(1));
     let for_parallelism = parallelism.min(job.size_bytes / MIN_SPLIT_BYTES);
     let wanted = by_size.max(for_parallelism).min(MAX_PARTITIONS);
@@ -308,16 +299,7 @@ pub async fn partition(
     let partitions = edges
         .windows(2)
         .enumerate()
-        .map(|(i, w)| PartitionState {
-            id: i as u32,
-            min: w[0].clone(),
-            max: w[1].clone(),
-            resume_from: None,
-            done: false,
-            documents: 0,
-            bytes: 0,
-            range: None,
-        })
+        .map(|(i, w)| PartitionState::id_range(i as u32, w[0].clone(), w[1].clone()))
         .collect();
     Ok(partitions)
 }

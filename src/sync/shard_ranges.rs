@@ -101,22 +101,16 @@ fn plan_ranges(
             let last = &chunks[to - 1];
             let is_global_min = first.min.values().all(|v| matches!(v, Bson::MinKey));
             let is_global_max = last.max.values().all(|v| matches!(v, Bson::MaxKey));
-            PartitionState {
-                id: id as u32,
-                min: None,
-                max: None,
-                resume_from: None,
-                done: false,
-                documents: 0,
-                bytes: 0,
-                range: Some(KeyRange {
+            PartitionState::key_range(
+                id as u32,
+                KeyRange {
                     shard: first.shard.clone(),
                     index: index.clone(),
                     min: (!is_global_min).then(|| index_bound(key, index, &first.min)),
                     max: (!is_global_max).then(|| index_bound(key, index, &last.max)),
                     chunks: (to - from) as u32,
-                }),
-            }
+                },
+            )
         })
         .collect()
 }

@@ -257,8 +257,8 @@ mod tests {
 
     #[test]
     fn write_concerns_become_the_command_field() {
-        use crate::config::model::WriteConcernTable;
         use crate::config::HumanDuration;
+        use crate::config::model::WriteConcernTable;
         let tag = write_concern_document(&WriteConcernSpec::Tag("majority".to_owned()));
         assert_eq!(tag, rawdoc! { "w": "majority" });
         let nodes = write_concern_document(&WriteConcernSpec::Nodes(2));
