@@ -599,14 +599,48 @@ async fn write(
     let expanded: Vec<DestinationOp> = ops.iter().flat_map(|o| split_delta(o)).collect();
     let mut pending = Vec::new();
     let mut missing = Vec::new();
+    send_chunked(
+        ctx,
+        ns,
+        expanded.iter(),
+        ordered,
+        &mut pending,
+        &mut missing,
+    )
+    .await?;
+    if !missing.is_empty() {
+        // Deltas for documents the destination does not have: write them whole. (Whole
+        // writes match by `_id`, so nothing is missing in their turn.)
+        let resolved = resolve_refetches(ctx, missing).await?;
+        let (deletes, upserts): (Vec<&DestinationOp>, Vec<&DestinationOp>) = resolved
+            .iter()
+            .partition(|o| matches!(o, DestinationOp::Delete { .. }));
+        for group in [upserts, deletes] {
+            let mut none_missing = Vec::new();
+            send_chunked(ctx, ns, group, false, &mut pending, &mut none_missing).await?;
+        }
+    }
+    Ok(pending)
+}
+
+/// Sends the statements of `ops` (all of one kind) in commands of at most
+/// [`MAX_COMMAND_BYTES`], in order.
+async fn send_chunked<'a>(
+    ctx: &ApplierContext,
+    ns: &Namespace,
+    ops: impl IntoIterator<Item = &'a DestinationOp>,
+    ordered: bool,
+    pending: &mut Vec<PendingDocument>,
+    missing: &mut Vec<DestinationOp>,
+) -> Result<(), ApplierError> {
     let mut chunk: Vec<(&DestinationOp, RawDocumentBuf)> = Vec::new();
     let mut chunk_bytes = 0usize;
-    for op in &expanded {
+    for op in ops {
         let Some(s) = statement(ctx.shard_keys.get(ns), ns, op)? else {
             continue;
         };
         if !chunk.is_empty() && chunk_bytes + s.as_bytes().len() > MAX_COMMAND_BYTES {
-            send(ctx, ns, &chunk, ordered, &mut pending, &mut missing).await?;
+            send(ctx, ns, &chunk, ordered, pending, missing).await?;
             chunk.clear();
             chunk_bytes = 0;
         }
@@ -614,30 +648,9 @@ async fn write(
         chunk.push((op, s));
     }
     if !chunk.is_empty() {
-        send(ctx, ns, &chunk, ordered, &mut pending, &mut missing).await?;
+        send(ctx, ns, &chunk, ordered, pending, missing).await?;
     }
-    if !missing.is_empty() {
-        // Deltas for documents the destination does not have: write them whole.
-        let refetch: Vec<DestinationOp> = missing;
-        let resolved = resolve_refetches(ctx, refetch).await?;
-        let refs: Vec<&DestinationOp> = resolved.iter().collect();
-        let (deletes, upserts): (Vec<&DestinationOp>, Vec<&DestinationOp>) = refs
-            .into_iter()
-            .partition(|o| matches!(o, DestinationOp::Delete { .. }));
-        for group in [upserts, deletes] {
-            let mut chunk = Vec::new();
-            for op in group {
-                if let Some(s) = statement(ctx.shard_keys.get(ns), ns, op)? {
-                    chunk.push((op, s));
-                }
-            }
-            if !chunk.is_empty() {
-                let mut ignored = Vec::new();
-                send(ctx, ns, &chunk, false, &mut pending, &mut ignored).await?;
-            }
-        }
-    }
-    Ok(pending)
+    Ok(())
 }
 
 async fn send(
