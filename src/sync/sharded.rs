@@ -61,13 +61,25 @@ async fn read_shard_keys(destination: &Cluster) -> Result<ShardKeys, ClusterErro
         .map_err(|e| destination.error(command, &e))?;
     let mut keys = ShardKeys::new();
     for d in docs {
-        let (Ok(name), Ok(key)) = (d.get_str("_id"), d.get_document("key")) else {
-            continue;
+        let r = Reply::new(destination.side(), command, &d);
+        let (name, key) = (r.str("_id")?, r.doc("key")?);
+        let Ok(ns) = Namespace::parse(name) else {
+            return Err(
+                destination.invalid_reply(command, format!("`_id` {name:?} is not a namespace"))
+            );
         };
-        if let (Ok(ns), Some(key)) = (Namespace::parse(name), ShardKey::new(key))
-            && !matches!(ns.db(), "config" | "admin" | "local")
-        {
-            keys.insert(ns, key);
+        if matches!(ns.db(), "config" | "admin" | "local") {
+            continue;
+        }
+        match ShardKey::new(key) {
+            Some(key) => {
+                keys.insert(ns, key);
+            }
+            // Writes to it then go without its key in their filters; mongos says so if it
+            // needs one.
+            None => {
+                tracing::warn!(namespace = %ns, key = %key, "a destination shard key mongoshift does not understand")
+            }
         }
     }
     Ok(keys)
