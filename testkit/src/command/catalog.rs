@@ -11,7 +11,7 @@ use crate::command::args::{Fields, check_fields};
 use crate::command::read::{CursorOptions, open_cursor};
 use crate::command::{Ctx, Reply, Request};
 use crate::engine::Engine;
-use crate::engine::catalog::{Entry, View, entry_type, id_index_spec, pipeline_to_bson};
+use crate::engine::catalog::{Entry, View, id_index_spec, pipeline_to_bson};
 use crate::engine::collection::{Collection, CollectionOptions};
 use crate::engine::index::IndexSpec;
 use crate::engine::namespace::{Namespace, validate_coll_name, validate_db_name};
@@ -117,9 +117,11 @@ fn collection_info(name: &str, entry: &Entry) -> Document {
         },
         Entry::Collection(c) => {
             let data = c.read();
+            // The type from `data`: a second read lock on this thread deadlocks once a writer
+            // waits between the two (std's RwLock lets waiting writers go first).
             let mut d = doc! {
                 "name": name,
-                "type": entry_type(entry),
+                "type": if data.options.timeseries { "timeseries" } else { "collection" },
                 "options": data.options.options.clone(),
                 "info": { "readOnly": false, "uuid": c.uuid },
             };

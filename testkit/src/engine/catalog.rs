@@ -151,15 +151,6 @@ pub fn id_index_spec() -> Document {
     doc! { "v": 2, "key": { "_id": 1 }, "name": "_id_" }
 }
 
-/// `type` in `listCollections` for an entry.
-pub fn entry_type(entry: &Entry) -> &'static str {
-    match entry {
-        Entry::View(_) => "view",
-        Entry::Collection(c) if c.is_timeseries() => "timeseries",
-        Entry::Collection(_) => "collection",
-    }
-}
-
 /// Converts a list of pipeline stage documents to a BSON array.
 pub fn pipeline_to_bson(pipeline: &[Document]) -> Bson {
     Bson::Array(pipeline.iter().cloned().map(Bson::Document).collect())
