@@ -1107,3 +1107,24 @@ async fn replica_set_only_commands_fail_as_on_a_mongos() {
     assert!(parsed.get("replication").is_none());
     assert!(parsed.get_document("sharding").is_ok());
 }
+
+#[tokio::test]
+async fn current_op_through_a_mongos_lists_its_operations_with_their_comment() {
+    use futures_util::TryStreamExt;
+    let server = start_mongos(2).await;
+    let client = Client::with_uri_str(server.uri()).await.unwrap();
+    let ops: Vec<Document> = client
+        .database("admin")
+        .aggregate([
+            doc! { "$currentOp": { "allUsers": true } },
+            doc! { "$match": { "command.comment": "me" } },
+        ])
+        .comment(Bson::from("me"))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(ops.len(), 1, "the aggregate lists itself: {ops:?}");
+    assert_eq!(ops[0].get_str("op").unwrap(), "command");
+}

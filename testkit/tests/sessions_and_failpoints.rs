@@ -266,3 +266,114 @@ async fn legacy_op_query_handshake_gets_an_op_reply() {
     assert_eq!(reply.get_i32("code").unwrap(), 352);
     assert!(matches!(reply.get("ok"), Some(Bson::Double(v)) if *v == 0.0));
 }
+
+/// The operations `$currentOp` lists whose command carries `comment`.
+async fn ops_with_comment(admin: &mongodb::Database, comment: &str) -> Vec<Document> {
+    admin
+        .aggregate([
+            doc! { "$currentOp": { "allUsers": true } },
+            doc! { "$match": { "command.comment": comment } },
+        ])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_op_lists_a_write_of_a_vanished_client_until_it_ends() {
+    let server = common::start().await;
+    let observer = common::client(&server).await;
+    let admin = observer.database("admin");
+    admin
+        .run_command(doc! {
+            "configureFailPoint": "failCommand", "mode": { "times": 2 },
+            "data": { "failCommands": ["insert"], "blockConnection": true, "blockTimeMS": 1500, "appName": "zombie" },
+        })
+        .await
+        .unwrap();
+    // A client sends two blocked inserts and goes away before they are answered.
+    let uri = format!("{}&appName=zombie", server.uri());
+    let doomed = common::client_for_uri(&uri).await;
+    let coll = doomed.database("db").collection::<Document>("c");
+    let first = tokio::spawn({
+        let coll = coll.clone();
+        async move {
+            coll.insert_one(doc! { "_id": 1 })
+                .comment(Bson::from("gone"))
+                .await
+        }
+    });
+    let second = tokio::spawn(async move {
+        coll.insert_one(doc! { "_id": 2 })
+            .comment(Bson::from("gone"))
+            .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let listed = loop {
+        let ops = ops_with_comment(&admin, "gone").await;
+        if ops.len() == 2 || std::time::Instant::now() > deadline {
+            break ops;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(listed.len(), 2, "both inserts are listed: {listed:?}");
+    let op = &listed[0];
+    assert_eq!(op.get_str("ns").unwrap(), "db.c");
+    assert_eq!(op.get_str("op").unwrap(), "insert");
+    assert_eq!(op.get_str("appName").unwrap(), "zombie");
+    assert!(op.get_bool("active").unwrap());
+    first.abort();
+    second.abort();
+    drop(doomed);
+
+    // killOp interrupts one before it executes; the other still runs after its client left.
+    let killed = listed[0].get_i64("opid").unwrap();
+    admin
+        .run_command(doc! { "killOp": 1, "op": killed })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ops_with_comment(&admin, "gone").await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the operations end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ids: Vec<i32> = observer
+        .database("db")
+        .collection::<Document>("c")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.get_i32("_id").unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "one insert ran, the killed one did not: {ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn current_op_runs_only_on_admin_with_aggregate_1() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let err = client
+        .database("db")
+        .run_command(doc! { "aggregate": 1, "pipeline": [{ "$currentOp": {} }], "cursor": {} })
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(73));
+    let err = client
+        .database("admin")
+        .run_command(
+            doc! { "aggregate": 1, "pipeline": [{ "$currentOp": { "bogus": 1 } }], "cursor": {} },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(9));
+}

@@ -110,6 +110,11 @@ pub fn bypasses_write_block(auth: &ConnAuth) -> bool {
         )
 }
 
+/// True when the user has a cluster-wide action (`killop`, `inprog`, ...).
+pub fn has_cluster_action(auth: &ConnAuth, action: &'static str) -> bool {
+    is_authorized(auth.privileges(), &ResourcePattern::Cluster, &[action])
+}
+
 /// A privilege requirement: actions on a concrete resource.
 type Need = (ResourcePattern, Vec<&'static str>);
 

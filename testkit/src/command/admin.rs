@@ -300,6 +300,40 @@ pub fn whats_my_uri(ctx: &mut Ctx<'_>, _request: &Request) -> Reply {
     to_raw(&doc! { "you": ctx.conn.peer.clone() })
 }
 
+/// `killOp: 1, op: <opid>` (admin only). As on mongod, the reply is the same whether or not
+/// the operation was found; killing another user's operation needs `killop` on the cluster.
+pub fn kill_op(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
+    require_admin(request)?;
+    let opid = match request.body.get("op") {
+        Ok(Some(RawBsonRef::Int32(n))) => i64::from(n),
+        Ok(Some(RawBsonRef::Int64(n))) => n,
+        Ok(Some(RawBsonRef::Double(d))) if d.fract() == 0.0 => d as i64,
+        Ok(None) => {
+            return Err(CommandError::new(4, "Did not provide \"op\" field"));
+        }
+        _ => {
+            return Err(CommandError::type_mismatch(
+                "Expected field \"op\" to have numeric type",
+            ));
+        }
+    };
+    if let Some(op) = u32::try_from(opid)
+        .ok()
+        .and_then(|id| ctx.engine.operations.get(id))
+    {
+        let auth = &ctx.conn.auth;
+        let own = op.user
+            == auth
+                .user()
+                .map(|u| (u.spec.name.clone(), u.spec.db.clone()));
+        if auth.is_enabled() && !own && !crate::auth::authz::has_cluster_action(auth, "killop") {
+            return Err(CommandError::new(13, "Unauthorized"));
+        }
+        ctx.engine.operations.kill(op.opid);
+    }
+    to_raw(&doc! { "info": "attempting to kill op" })
+}
+
 /// `configureFailPoint` (admin only).
 pub fn configure_fail_point(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     require_admin(request)?;

@@ -28,6 +28,7 @@ use std::time::Duration;
 use bson::{Binary, RawDocumentBuf, Timestamp, cstr, rawdoc};
 
 use crate::engine::Engine;
+use crate::engine::current_op::OpClient;
 use crate::engine::transaction::{Store, Transaction, TxnState};
 use crate::error::{CommandError, to_raw};
 use crate::wire::{DocumentSequence, OpMsg, OpQuery};
@@ -203,6 +204,21 @@ async fn run(
     if let Err(e) = crate::auth::authz::check(&conn.auth, &request) {
         return Outcome::Reply(finish_error(engine, &e, None));
     }
+    // Listed by `$currentOp` until the reply is built (also after the client went away).
+    let operation = engine.operations.register(
+        OpClient {
+            connection_id: conn.id,
+            client: &conn.peer,
+            app_name: conn.app_name.as_deref(),
+            user: conn
+                .auth
+                .user()
+                .map(|u| (u.spec.name.clone(), u.spec.db.clone())),
+        },
+        &request.db,
+        &request.name,
+        &request.body,
+    );
     let mut ctx = Ctx {
         engine,
         conn,
@@ -247,6 +263,14 @@ async fn run(
             return Outcome::Reply(finish_error(engine, &err, None));
         }
         write_concern_error = action.write_concern_error;
+    }
+    // The interrupt point of `killOp`: before the command starts executing.
+    if operation.op().is_killed() {
+        return Outcome::Reply(finish_error(
+            engine,
+            &CommandError::new(11601, "operation was interrupted"),
+            None,
+        ));
     }
 
     if let Some(lsid) = &request.lsid_bytes {
@@ -515,6 +539,7 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         "rolesInfo" => auth::roles_info(ctx, request),
         "getCmdLineOpts" => admin::get_cmd_line_opts(ctx, request),
         "whatsmyuri" => admin::whats_my_uri(ctx, request),
+        "killOp" => admin::kill_op(ctx, request),
         "configureFailPoint" => admin::configure_fail_point(ctx, request),
         "setUserWriteBlockMode" => admin::set_user_write_block_mode(ctx, request).await,
         "endSessions" => session::end_sessions(ctx, request),

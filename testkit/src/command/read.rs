@@ -922,7 +922,17 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             options,
         );
     }
-    if collectionless && !matches!(first.as_deref(), Some("$documents" | "$listLocalSessions")) {
+    if first.as_deref() == Some("$currentOp") && !(collectionless && request.db == "admin") {
+        return Err(CommandError::invalid_namespace(
+            "$currentOp must be run against the 'admin' database with {aggregate: 1}",
+        ));
+    }
+    if collectionless
+        && !matches!(
+            first.as_deref(),
+            Some("$documents" | "$listLocalSessions" | "$currentOp")
+        )
+    {
         let name = first.unwrap_or_else(|| "an empty pipeline".to_string());
         return Err(CommandError::invalid_namespace(format!(
             "{{aggregate: 1}} is not valid for '{name}'; a collection is required."
@@ -1016,6 +1026,10 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         )
     } else if first.as_deref() == Some("$documents") {
         (Vec::new(), pipeline.clone())
+    } else if first.as_deref() == Some("$currentOp") {
+        let spec = pipeline.stages()[0].spec();
+        let ops = current_ops(ctx, spec)?;
+        (ops, pipeline.slice(1..pipeline.len()))
     } else if first.as_deref() == Some("$listLocalSessions") {
         // The sessions this server has seen, as mongod's logical session cache lists them.
         let sessions = engine
@@ -1180,4 +1194,45 @@ fn write_out(
     }
     ctx.op_time = last.or(ctx.op_time);
     Ok(())
+}
+
+/// The documents of `$currentOp`: the operations in progress (idle connections, cursors and
+/// sessions are not listed). Without `allUsers`, only the caller's own operations when
+/// authentication is on; a mongos lists its own operations (as with `localOps: true`).
+fn current_ops(
+    ctx: &Ctx<'_>,
+    spec: &RawDocument,
+) -> Result<Vec<Arc<RawDocumentBuf>>, CommandError> {
+    let options = match spec.get("$currentOp") {
+        Ok(Some(RawBsonRef::Document(d))) => to_document(d)?,
+        _ => {
+            return Err(CommandError::failed_to_parse(
+                "$currentOp options must be specified in an object, but found: non-object",
+            ));
+        }
+    };
+    let mut all_users = false;
+    for (k, v) in &options {
+        match k.as_str() {
+            "allUsers" => all_users = matches!(v, Bson::Boolean(true)),
+            "idleConnections" | "idleCursors" | "idleSessions" | "localOps" | "truncateOps"
+            | "backtrace" | "targetAllNodes" => {}
+            other => {
+                return Err(CommandError::failed_to_parse(format!(
+                    "Unrecognized option '{other}' in $currentOp stage."
+                )));
+            }
+        }
+    }
+    let auth = &ctx.conn.auth;
+    let me = auth
+        .user()
+        .map(|u| (u.spec.name.clone(), u.spec.db.clone()));
+    ctx.engine
+        .operations
+        .list()
+        .into_iter()
+        .filter(|op| all_users || !auth.is_enabled() || op.user == me)
+        .map(|op| to_raw(&op.describe(&ctx.engine.config.host)).map(Arc::new))
+        .collect()
 }

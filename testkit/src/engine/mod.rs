@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod change_stream;
 pub mod collection;
+pub mod current_op;
 pub mod cursor;
 pub mod failpoint;
 pub mod index;
@@ -90,6 +91,8 @@ pub struct Engine {
     /// exclusive mode), enabling the block waits for writes already past the check, so no
     /// write commits after the block's operationTime.
     pub user_write_gate: tokio::sync::RwLock<()>,
+    /// Operations in progress (`$currentOp`, `killOp`).
+    pub operations: current_op::Operations,
     /// Connection ids handed out (`connectionId` in hello).
     next_connection_id: AtomicI64,
     /// Connections open now.
@@ -123,6 +126,7 @@ impl Engine {
             failpoints: FailPoints::default(),
             user_writes_blocked: AtomicBool::new(false),
             user_write_gate: tokio::sync::RwLock::new(()),
+            operations: current_op::Operations::default(),
             next_connection_id: AtomicI64::new(1),
             open_connections: AtomicI64::new(0),
             connections_created: AtomicI64::new(0),
