@@ -9,6 +9,7 @@ use std::fs::TryLockError;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::cluster::inflight::{RunTag, fence};
 use crate::cluster::{Cluster, ClusterError, Side};
 use crate::config::Config;
 use crate::cutover::{approval, block, requests};
@@ -32,6 +33,9 @@ pub enum ControlError {
     /// A cluster.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// A killed run's operations are still running.
+    #[error(transparent)]
+    EarlierRun(#[from] crate::cluster::inflight::FenceError),
     /// No migration has started.
     #[error("no migration has started here: {} does not exist", .0.display())]
     NoMigration(PathBuf),
@@ -229,13 +233,26 @@ pub async fn destroy(config: &Config, lockfile: &Path) -> Result<DestroyPlan, Co
             .map_err(|e| ControlError::WrongPhase(format!("internal error: {e}")))??;
     let plan = destroy_plan_locked(lockfile)?;
     let mut state = load(lockfile)?;
+    // A killed apply's last writes must not land after the drops (an insert would recreate
+    // the collection): tag this run and wait for them.
+    let tag = RunTag {
+        lineage: state.lineage.clone(),
+        run: guard.holder().id.clone(),
+    };
+    let limit = config.options.retry_for;
     if state.cutover.write_block != WriteBlock::Off {
-        let source = Cluster::connect(Side::Source, &config.source).await?;
+        let source = Cluster::connect(Side::Source, &config.source)
+            .await?
+            .tagged(tag.clone());
+        fence(&source, limit).await?;
         block::release(&source).await?;
         state.cutover.write_block = WriteBlock::Off;
         lockfile::save(lockfile, &mut state)?;
     }
-    let destination = Cluster::connect(Side::Destination, &config.destination).await?;
+    let destination = Cluster::connect(Side::Destination, &config.destination)
+        .await?
+        .tagged(tag);
+    fence(&destination, limit).await?;
     for ns in &plan.namespaces {
         ddl::drop_namespace(&destination, ns).await?;
         if let Some(n) = state.namespace_mut(ns) {

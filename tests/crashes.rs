@@ -282,3 +282,98 @@ fn killed_at_every_phase_it_converges() {
     );
     assert_eq!((total.lost, total.extra, total.different), (0, 0, 0));
 }
+
+async fn orders(server: &TestServerHandle) -> mongodb::Collection<Document> {
+    client(server).await.database("shop").collection("orders")
+}
+
+/// The `$currentOp` entries of the destination that carry a mongoshift run's comment.
+fn tagged_operations(server: &TestServerHandle, op: &str) -> Vec<Document> {
+    use futures_util::TryStreamExt;
+    block_on(async {
+        client(server)
+            .await
+            .database("admin")
+            .aggregate([
+                doc! { "$currentOp": { "allUsers": true } },
+                doc! { "$match": { "op": op, "command.comment.mongoshift": { "$exists": true } } },
+            ])
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    })
+}
+
+/// A killed apply's last write is still running on the destination (held there for 3 s). The
+/// resumed run deletes the document, as the source did since; without waiting for the old
+/// write, it would land afterwards and bring the deleted document back.
+#[test]
+fn a_resumed_apply_waits_for_the_killed_runs_writes_still_in_flight() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config(CONFIG);
+    let mut apply = pair.spawn_apply(&[]);
+    pair.wait_for_state(&mut apply, "ready", Duration::from_secs(120), |s| {
+        s.phase >= Phase::Ready
+    });
+    // Only mongoshift's connections: its next update command waits 3 s, then runs.
+    pair.destination
+        .configure_fail_point(&doc! {
+            "configureFailPoint": "failCommand", "mode": { "times": 1 },
+            "data": { "failCommands": ["update"], "blockConnection": true, "blockTimeMS": 3000, "appName": "mongoshift" },
+        })
+        .unwrap();
+    block_on(async {
+        orders(&pair.source)
+            .await
+            .insert_one(doc! { "_id": "late", "v": 1 })
+            .await
+            .unwrap()
+    });
+    let start = Instant::now();
+    while tagged_operations(&pair.destination, "update").is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the upsert reaches the destination"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    apply.kill().expect("SIGKILL");
+    let _ = apply.wait();
+    let killed_at = Instant::now();
+    block_on(async {
+        orders(&pair.source)
+            .await
+            .delete_one(doc! { "_id": "late" })
+            .await
+            .unwrap()
+    });
+
+    let mut again = pair.spawn_apply(&[]);
+    pair.wait_for_state(&mut again, "ready again", Duration::from_secs(120), |s| {
+        s.phase >= Phase::Ready && s.sync.counts.deletes >= 1
+    });
+    // Past the old write's 3 s: had it run, it would have run by now.
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(killed_at.elapsed()));
+    assert!(tagged_operations(&pair.destination, "update").is_empty());
+    let late = block_on(async {
+        orders(&pair.destination)
+            .await
+            .find_one(doc! { "_id": "late" })
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        late, None,
+        "the deleted document stays deleted on the destination"
+    );
+    assert_eq!(pair.run(&["cutover"]).code, 0);
+    let (code, stdout, stderr) = output(again);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("earlier, killed run"),
+        "the resumed run found the old write and waited for it: {stderr}"
+    );
+}

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use bson::Document;
+use bson::{Document, RawDocumentBuf};
 use mongodb::Client;
 use mongodb::options::{ClientOptions, Tls, TlsOptions};
 
 use super::error::{ClusterError, Side};
+use super::inflight::{self, RunTag, Tagging};
 use crate::config::Endpoint;
 use crate::redact::Redactor;
 
@@ -23,6 +24,8 @@ pub struct Cluster {
     client: Client,
     redactor: Redactor,
     display: String,
+    /// The run every command of this handle is tagged with (see [`super::inflight`]).
+    tag: Option<std::sync::Arc<Tagging>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -82,7 +85,22 @@ impl Cluster {
             client,
             redactor,
             display: endpoint.uri.redacted(),
+            tag: None,
         })
+    }
+
+    /// The same cluster, with every command sent through [`Cluster::command`] or
+    /// [`Cluster::run_raw`] tagged with the run (its `comment`; see [`super::inflight`]).
+    pub fn tagged(&self, tag: RunTag) -> Self {
+        Self {
+            tag: Some(std::sync::Arc::new(Tagging::new(tag))),
+            ..self.clone()
+        }
+    }
+
+    /// The run this handle's commands are tagged with.
+    pub fn tag(&self) -> Option<&RunTag> {
+        self.tag.as_deref().map(Tagging::tag)
     }
 
     /// Which side this is.
@@ -126,13 +144,44 @@ impl Cluster {
         Ok(reply.get_timestamp("operationTime").ok())
     }
 
-    /// Runs a command on a database.
-    pub async fn command(&self, db: &str, command: Document) -> Result<Document, ClusterError> {
+    /// Runs a command on a database. A tagged handle waits, after a failure that leaves the
+    /// command's fate unknown, until the server no longer runs it (see [`super::inflight`]).
+    pub async fn command(&self, db: &str, mut command: Document) -> Result<Document, ClusterError> {
         let name = command.keys().next().cloned().unwrap_or_default();
-        self.client
-            .database(db)
-            .run_command(command)
-            .await
-            .map_err(|e| self.error(&name, &e))
+        let op = match &self.tag {
+            Some(tagging) if !command.contains_key("comment") => {
+                let (op, comment) = tagging.next_comment();
+                command.insert("comment", comment);
+                Some(op)
+            }
+            _ => None,
+        };
+        let result = self.client.database(db).run_command(command).await;
+        if let (Err(e), Some(op)) = (&result, op) {
+            inflight::settle_if_unknown(self, op, e).await;
+        }
+        result.map_err(|e| self.error(&name, &e))
+    }
+
+    /// Runs a raw command on a database, tagged and settled like [`Cluster::command`] (driver
+    /// errors unmapped, so that callers name the command in their own words).
+    pub async fn run_raw(
+        &self,
+        db: &str,
+        mut command: RawDocumentBuf,
+    ) -> Result<Document, mongodb::error::Error> {
+        let op = match &self.tag {
+            Some(tagging) if command.get("comment").ok().flatten().is_none() => {
+                let (op, comment) = tagging.next_raw_comment();
+                command.append(bson::cstr!("comment"), comment);
+                Some(op)
+            }
+            _ => None,
+        };
+        let result = self.client.database(db).run_raw_command(command).await;
+        if let (Err(e), Some(op)) = (&result, op) {
+            inflight::settle_if_unknown(self, op, e).await;
+        }
+        result
     }
 }

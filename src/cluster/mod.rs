@@ -3,6 +3,7 @@
 
 mod connect;
 mod error;
+pub mod inflight;
 mod inspect;
 mod privileges;
 mod reply;

@@ -690,9 +690,7 @@ async fn send(
     let reply = retry(&name, ctx.backoff, || async {
         let reply = ctx
             .destination
-            .client()
-            .database(ns.db())
-            .run_raw_command(command.clone())
+            .run_raw(ns.db(), command.clone())
             .await
             .map_err(|e| ctx.destination.error(&name, &e))?;
         if let Ok(wce) = reply.get_document("writeConcernError") {

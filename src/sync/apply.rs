@@ -18,6 +18,7 @@ use super::engine::Engine;
 use super::progress::{Progress, now_secs};
 use super::report::MigrationReport;
 use super::stream::{self, StreamError};
+use crate::cluster::inflight::{FenceError, RunTag, fence};
 use crate::cluster::retry::{Backoff, retry};
 use crate::cluster::{Cluster, ClusterError, Side};
 use crate::config::Config;
@@ -123,6 +124,9 @@ pub enum ApplyError {
         #[source]
         source: std::io::Error,
     },
+    /// A killed run's operations are still running.
+    #[error(transparent)]
+    EarlierRun(#[from] FenceError),
     /// An internal task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
@@ -181,7 +185,7 @@ pub async fn apply(
 ) -> Result<ApplyOutcome, ApplyError> {
     let lock_path = request.lockfile.clone();
     let timeout = request.lock_timeout;
-    let _guard = tokio::task::spawn_blocking(move || lock::acquire(&lock_path, "apply", timeout))
+    let guard = tokio::task::spawn_blocking(move || lock::acquire(&lock_path, "apply", timeout))
         .await
         .map_err(|e| ApplyError::Internal(e.to_string()))??;
 
@@ -262,7 +266,21 @@ pub async fn apply(
         None => refreshed.plan.actions.clone(),
     };
 
+    let resumed = existing.is_some();
     let mut state = existing.unwrap_or_else(|| new_state(config, &refreshed.plan, start_token));
+    // From here on every command names this run, and a resumed migration first lets the
+    // writes of a killed run end (see `cluster::inflight`).
+    let tag = RunTag {
+        lineage: state.lineage.clone(),
+        run: guard.holder().id.clone(),
+    };
+    let source = source.tagged(tag.clone());
+    let destination = destination.tagged(tag);
+    if resumed {
+        for cluster in [&source, &destination] {
+            fence(cluster, config.options.retry_for).await?;
+        }
+    }
     if state.phase == Phase::Expired {
         // Extended after it expired: back to waiting for approval.
         state.phase = Phase::Ready;

@@ -229,9 +229,7 @@ pub async fn delete_moved_documents(
     delete.append(bson::cstr!("ordered"), false);
     delete.append(bson::cstr!("writeConcern"), write_concern);
     let reply = destination
-        .client()
-        .database(ns.db())
-        .run_raw_command(delete)
+        .run_raw(ns.db(), delete)
         .await
         .map_err(|e| destination.error(&format!("delete {ns}"), &e))?;
     let refusal = reply.get_document("writeConcernError").ok().or_else(|| {

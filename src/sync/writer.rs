@@ -139,9 +139,7 @@ pub async fn insert_batch(
     command.append(bson::cstr!("bypassDocumentValidation"), true);
     command.append(bson::cstr!("writeConcern"), write_concern);
     let reply = cluster
-        .client()
-        .database(namespace.db())
-        .run_raw_command(command)
+        .run_raw(namespace.db(), command)
         .await
         .map_err(|e| cluster.error(&name, &e))?;
     let reply = Reply::new(cluster.side(), &name, &reply);

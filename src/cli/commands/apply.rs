@@ -180,7 +180,8 @@ fn report(result: Result<ApplyOutcome, ApplyError>, json: bool, out: &Output) ->
                 | ApplyError::Stream(_)
                 | ApplyError::Copy(_)
                 | ApplyError::Changes(_)
-                | ApplyError::Verify(_),
+                | ApplyError::Verify(_)
+                | ApplyError::EarlierRun(_),
             ) = &result
             {
                 out.err("hint: the migration's state is saved; once the cause is fixed, `mongoshift apply` resumes where it stopped\n");
