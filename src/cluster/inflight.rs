@@ -371,6 +371,16 @@ mod tests {
         sent.abort();
     }
 
+    /// A server running an orphaned insert of run `old` for `millis`, and a handle of run
+    /// `new` of the same migration.
+    async fn while_an_old_run_writes(millis: i32) -> (TestServerHandle, Cluster) {
+        let server = TestServer::builder().start().await.unwrap();
+        let comment = doc! { "mongoshift": "L", "run": "old", "op": 1_i64 };
+        orphaned_insert(&server, comment, millis).await;
+        let new = cluster(&server, "new").await;
+        (server, new)
+    }
+
     async fn inserted(server: &TestServerHandle) -> bool {
         let client = mongodb::Client::with_uri_str(server.uri()).await.unwrap();
         client
@@ -404,14 +414,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_new_run_ends_and_waits_for_an_earlier_runs_operations() {
-        let server = TestServer::builder().start().await.unwrap();
-        orphaned_insert(
-            &server,
-            doc! { "mongoshift": "L", "run": "old", "op": 1_i64 },
-            700,
-        )
-        .await;
-        let new = cluster(&server, "new").await;
+        let (server, new) = while_an_old_run_writes(700).await;
         let fence = await_earlier_runs(&new, Duration::from_secs(10))
             .await
             .unwrap();
@@ -427,14 +430,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_earlier_run_that_outlives_the_wait_is_an_error_naming_it() {
-        let server = TestServer::builder().start().await.unwrap();
-        orphaned_insert(
-            &server,
-            doc! { "mongoshift": "L", "run": "old", "op": 1_i64 },
-            1500,
-        )
-        .await;
-        let new = cluster(&server, "new").await;
+        let (server, new) = while_an_old_run_writes(1500).await;
         let err = await_earlier_runs(&new, Duration::from_millis(300))
             .await
             .unwrap_err();
