@@ -97,7 +97,7 @@ fn a_live_writer_with_ddl_converges_through_an_approved_cutover() {
         "the window is shown: {status}"
     );
     // Let the writer get through its DDL steps, then approve from "another terminal".
-    std::thread::sleep(Duration::from_secs(2));
+    writer.wait_for_steps(150, Duration::from_secs(60));
     let approve = pair.run(&["cutover"]);
     assert_eq!(approve.code, 0, "{}", approve.stderr);
     assert!(
@@ -395,7 +395,9 @@ fn kill(child: &mut Child) {
 fn killed_while_streaming_and_while_cutting_over_it_converges() {
     let pair = Pair::new();
     seed(&pair.source);
-    pair.write_config(BLOCKING);
+    // Destination writes of 1.5 s each keep the lag near 2 s: max_lag leaves room for it, so
+    // that the cutover starts while they are slow.
+    pair.write_config(&BLOCKING.replace("max_lag = \"2s\"", "max_lag = \"5s\""));
     let writer = Writer::start(&pair.source, BASE, true, Duration::from_millis(3));
     let mut apply = pair.spawn_apply(&[]);
     pair.wait_for_phase(Phase::CatchingUp, Duration::from_secs(60));

@@ -852,8 +852,11 @@ impl<'c> Engine<'c> {
             self.persist()?;
         }
         let lag = lag_secs(&self.state).map(Duration::from_secs);
-        let caught_up = lag.is_some_and(|l| l < cutover.max_lag)
-            && self.state.sync.applied >= self.state.stream.spooled;
+        // Caught up: the destination is less than max_lag behind the source. The time lag
+        // already counts any backlog of spooled events (it runs from the last applied event);
+        // the applier need not be at the spool's end, which a steady writer moves with every
+        // checkpoint.
+        let caught_up = lag.is_some_and(|l| l < cutover.max_lag);
         // Indexes are built once the destination has caught up (documents then match the
         // source closely enough for unique indexes); a resumed cutover may still need them.
         let indexes_built = self.state.namespaces.iter().all(|n| n.indexes_built);

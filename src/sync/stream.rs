@@ -24,8 +24,13 @@ use crate::config::model::UpdateMode;
 use crate::namespace::{Namespace, NamespaceFilter};
 use crate::state::{ClusterTime, ResumeToken, SpoolPosition};
 
-/// How often the reader makes the spool durable and reports its position.
+/// How often the reader makes the spool durable and reports its position when it only has a
+/// newer resume token to report.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often it does so when events are waiting: the applier reads only what is durable, so
+/// this interval is a floor of the replication lag (ten `fdatasync`s a second at most).
+const BUSY_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long one getMore waits for new events; also how quickly the reader notices `cancel`.
 const MAX_AWAIT: Duration = Duration::from_millis(500);
@@ -160,10 +165,11 @@ pub enum ReaderStop {
 /// whatever it did not reach, so stopping is safe, only less complete).
 const MAX_DRAIN: Duration = Duration::from_secs(30);
 
-/// Reads changes into the spool until told to stop or failed, reporting a checkpoint about once
-/// a second (and a final one on the way out). A transient failure (the driver resumes once by
-/// itself; an election can take longer) reopens the stream after the last event read, whose
-/// events are already in the spool, with growing pauses until the retries are spent.
+/// Reads changes into the spool until told to stop or failed, reporting a checkpoint every
+/// 100 ms while events arrive, about once a second otherwise (and a final one on the way out).
+/// A transient failure (the driver resumes once by itself; an election can take longer)
+/// reopens the stream after the last event read, whose events are already in the spool, with
+/// growing pauses until the retries are spent.
 pub async fn run_reader(
     source: Cluster,
     mut stream: ChangeStream<RawDocumentBuf>,
@@ -227,8 +233,10 @@ pub async fn run_reader(
                 }
             }
         }
-        let due =
-            last_report.elapsed() >= CHECKPOINT_INTERVAL || pending_events >= 10_000 || stopping;
+        let due = last_report.elapsed() >= CHECKPOINT_INTERVAL
+            || (pending_events > 0 && last_report.elapsed() >= BUSY_CHECKPOINT_INTERVAL)
+            || pending_events >= 10_000
+            || stopping;
         if due && let Some(token) = current_token(&stream) {
             if pending_events > 0 || reported_token.as_ref() != Some(&token) {
                 let position = spool.checkpoint()?;

@@ -327,6 +327,7 @@ pub fn assert_same_clusters(source: &TestServerHandle, destination: &TestServerH
 /// exist), plus DDL at fixed steps, until stopped or refused (the cutover's write block).
 pub struct Writer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    steps: std::sync::Arc<std::sync::atomic::AtomicI64>,
     handle: Option<std::thread::JoinHandle<WriterResult>>,
 }
 
@@ -353,6 +354,8 @@ impl Writer {
         let uri = server.uri();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
+        let steps = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let done = steps.clone();
         let handle = std::thread::spawn(move || {
             block_on(async move {
                 let c = Client::with_uri_str(uri).await.expect("client");
@@ -397,6 +400,7 @@ impl Writer {
                         }
                     }
                     i += 1;
+                    done.store(i, std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(pause).await;
                 }
                 r
@@ -404,7 +408,26 @@ impl Writer {
         });
         Self {
             stop,
+            steps,
             handle: Some(handle),
+        }
+    }
+
+    /// Steps completed so far (the DDL steps are done after step 140).
+    pub fn steps(&self) -> i64 {
+        self.steps.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until the writer completed `n` steps, up to `limit`.
+    pub fn wait_for_steps(&self, n: i64, limit: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while self.steps() < n {
+            assert!(
+                start.elapsed() < limit,
+                "the writer did {} of {n} steps",
+                self.steps()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
