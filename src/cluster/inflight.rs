@@ -430,7 +430,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_earlier_run_that_outlives_the_wait_is_an_error_naming_it() {
-        let (server, new) = while_an_old_run_writes(1500).await;
+        let (_server, new) = while_an_old_run_writes(1500).await;
         let err = await_earlier_runs(&new, Duration::from_millis(300))
             .await
             .unwrap_err();
