@@ -550,3 +550,77 @@ fn notify_command_hears_ready_and_committed() {
         "{events}"
     );
 }
+
+/// With indexes built before the copy, a document whose unique key another document still held
+/// when the copy read it is refused by the destination. It is left to change application, which
+/// writes it once the other document's change is applied, and the migration commits.
+#[test]
+fn a_unique_conflict_in_the_copy_is_resolved_by_change_application() {
+    let pair = Pair::new();
+    let users = |server: &TestServerHandle| {
+        let uri = server.uri();
+        async move {
+            mongodb::Client::with_uri_str(uri)
+                .await
+                .unwrap()
+                .database("shop")
+                .collection::<Document>("users")
+        }
+    };
+    block_on(async {
+        users(&pair.source)
+            .await
+            .insert_many((0..2000).map(|i| doc! { "_id": i, "k": i, "pad": "x".repeat(200) }))
+            .await
+            .unwrap();
+        client(&pair.source)
+            .await
+            .database("shop")
+            .run_command(doc! { "createIndexes": "users", "indexes": [{ "key": { "k": 1 }, "name": "k_1", "unique": true }] })
+            .await
+            .unwrap();
+    });
+    pair.write_config(
+        "[options]\nindexes = \"before_copy\"\n[options.copy]\nparallel_partitions = 1\nbatch_size = \"16KiB\"\n[cutover]\nmax_lag = \"2s\"\n",
+    );
+    // Each copied batch (101 documents, the fewest the copy reads at once) waits 300 ms.
+    pair.destination
+        .configure_fail_point(&doc! {
+            "configureFailPoint": "failCommand", "mode": "alwaysOn",
+            "data": { "failCommands": ["insert"], "blockConnection": true, "blockTimeMS": 300, "appName": "mongoshift" },
+        })
+        .unwrap();
+    let mut apply = pair.spawn_apply(&[]);
+    pair.wait_for_state(&mut apply, "a batch copied", Duration::from_secs(60), |s| {
+        s.namespaces
+            .iter()
+            .flat_map(|n| &n.partitions)
+            .any(|p| p.resume_from.is_some())
+    });
+    apply.kill().expect("SIGKILL");
+    let _ = apply.wait();
+    // _id 0 is on the destination; on the source it gives up its key and _id 1999 takes it.
+    // The resumed copy reads _id 1999 afresh, after the change.
+    block_on(async {
+        let source = users(&pair.source).await;
+        source
+            .update_one(doc! { "_id": 0 }, doc! { "$set": { "k": -1 } })
+            .await
+            .unwrap();
+        source
+            .update_one(doc! { "_id": 1999 }, doc! { "$set": { "k": 0 } })
+            .await
+            .unwrap();
+    });
+    pair.destination.clear_fail_points();
+    let again = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    assert_eq!(pair.run(&["cutover"]).code, 0);
+    let (code, stdout, stderr) = output(again);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("a unique index refused a copied document"),
+        "the conflict happened: {stderr}"
+    );
+    assert_same_clusters(&pair.source, &pair.destination);
+}

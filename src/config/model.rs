@@ -157,7 +157,9 @@ pub struct OptionsSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IndexPolicy {
-    /// Build them before copying (slower copy; unique-key conflicts surface immediately).
+    /// Build them before copying (slower copy). A document a unique index refuses because
+    /// another document held its key when the copy read it is written by change application,
+    /// once that document's change is applied.
     BeforeCopy,
     /// Build them after the copy and before cutover is possible (fastest; the default).
     #[default]

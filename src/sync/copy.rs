@@ -25,7 +25,7 @@ use super::writer::{InsertBatch, WriteError, insert_batch};
 use crate::cluster::retry::{Attempts, Backoff, Transient, retry};
 use crate::cluster::{Cluster, ClusterError};
 use crate::namespace::Namespace;
-use crate::state::{IdBound, PartitionState};
+use crate::state::{IdBound, PartitionState, PendingDocument};
 
 /// At most this many partitions per collection.
 const MAX_PARTITIONS: u64 = 4096;
@@ -86,6 +86,8 @@ pub enum CopyUpdate {
         bytes: u64,
         /// Of those, documents that were already present.
         duplicates: u64,
+        /// Documents of the batch a unique index refused, left to change application.
+        deferred: Vec<PendingDocument>,
     },
     /// A key-range partition is read again from its start (its counts start over).
     Restarted {
@@ -500,6 +502,16 @@ async fn flush(
     .await?;
     let watermark = IdBound::new(last_id);
     part.resume_from = Some(watermark.clone());
+    let deferred = outcome
+        .deferred
+        .into_iter()
+        .map(|(id, reason)| PendingDocument {
+            namespace: job.destination.clone(),
+            source: job.source.clone(),
+            id: IdBound::new(id),
+            reason,
+        })
+        .collect();
     ctx.updates
         .send(CopyUpdate::Progress {
             destination: job.destination.clone(),
@@ -508,6 +520,7 @@ async fn flush(
             documents: outcome.inserted + outcome.duplicates,
             bytes,
             duplicates: outcome.duplicates,
+            deferred,
         })
         .await
         .map_err(|_| CopyError::Disconnected)

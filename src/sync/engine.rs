@@ -350,6 +350,7 @@ impl<'c> Engine<'c> {
                 documents,
                 bytes,
                 duplicates,
+                deferred,
             } => {
                 if let Some(n) = self.state.namespace_mut(&destination) {
                     n.duplicates += duplicates;
@@ -357,6 +358,22 @@ impl<'c> Engine<'c> {
                         p.resume_from = Some(last_id);
                         p.documents += documents;
                         p.bytes += bytes;
+                    }
+                }
+                // Saved with the watermark that passes them: the applier writes them later.
+                let pending = &mut self.state.sync.pending;
+                for d in deferred {
+                    tracing::info!(
+                        namespace = %d.namespace,
+                        id = %d.id.as_document(),
+                        reason = %d.reason,
+                        "a unique index refused a copied document; it is written once the document holding its key has changed"
+                    );
+                    if !pending
+                        .iter()
+                        .any(|p| p.namespace == d.namespace && p.id == d.id)
+                    {
+                        pending.push(d);
                     }
                 }
             }

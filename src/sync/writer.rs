@@ -28,12 +28,16 @@ use crate::config::model::{WriteConcernSpec, WriteConcernW};
 use crate::namespace::Namespace;
 
 /// What a batch insert did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct InsertOutcome {
     /// Documents inserted.
     pub inserted: u64,
     /// Documents already present (same `_id`), skipped.
     pub duplicates: u64,
+    /// Documents a unique secondary index refused (`_id` and the server's message): another
+    /// destination document still holds their key, as it did on the source when it was read.
+    /// Change application writes them once that document has changed.
+    pub deferred: Vec<(Bson, String)>,
 }
 
 /// A write failure that is not transient.
@@ -42,18 +46,6 @@ pub enum WriteError {
     /// The destination refused the write.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-    /// A unique secondary index refused a document that is not on the destination yet.
-    #[error(
-        "{namespace}: the document with _id {id} conflicts with a unique index on the destination: {message}"
-    )]
-    UniqueConflict {
-        /// The destination namespace.
-        namespace: Namespace,
-        /// The document's `_id` (relaxed Extended JSON).
-        id: String,
-        /// The server's message (names the index and key).
-        message: String,
-    },
 }
 
 /// The configured write concern as the `writeConcern` field of a command (built once per run).
@@ -162,7 +154,7 @@ pub async fn insert_batch(
     let Some(errors) = reply.opt_array("writeErrors")? else {
         return Ok(InsertOutcome {
             inserted,
-            duplicates: 0,
+            ..InsertOutcome::default()
         });
     };
     // Every refusal must be a duplicate key; then check which refused `_id`s are present.
@@ -209,17 +201,13 @@ pub async fn insert_batch(
         refused.iter().map(|(id, _)| id.clone()).collect(),
     )
     .await?;
-    if let Some((id, message)) = refused.iter().find(|(id, _)| !present.contains(id)) {
-        return Err(WriteError::UniqueConflict {
-            namespace: namespace.clone(),
-            id: id.clone().into_relaxed_extjson().to_string(),
-            message: message.clone(),
-        });
-    }
-    let duplicates = refused.len() as u64;
+    let (duplicates, deferred): (Vec<_>, Vec<_>) = refused
+        .into_iter()
+        .partition(|(id, _)| present.contains(id));
     Ok(InsertOutcome {
         inserted,
-        duplicates,
+        duplicates: duplicates.len() as u64,
+        deferred,
     })
 }
 
