@@ -13,7 +13,8 @@
 //! no longer lists it before it reports the failure (and is retried).
 //!
 //! Server behaviours relied on: every command accepts `comment` and `$currentOp` shows it in
-//! the operation's `command` (not truncated unless `truncateOps` is asked for); a mongos
+//! the operation's `command`, also when `truncateOps` shortens a large command to `$truncated`
+//! (SERVER-27439); a mongos
 //! lists its shards' operations by default and passes a write's `comment` on to them (4.4+);
 //! a user sees their own operations without `inprog` (`allUsers: false`) and may kill them
 //! without `killop`; an operation that is no longer listed has ended.
@@ -282,7 +283,8 @@ async fn list(
     all_users: bool,
 ) -> Result<Vec<InProgress>, ClusterError> {
     let pipeline = [
-        doc! { "$currentOp": { "allUsers": all_users } },
+        // Truncated: a listed insert can be as large as a batch; the comment is kept.
+        doc! { "$currentOp": { "allUsers": all_users, "truncateOps": true } },
         doc! { "$match": filter },
         doc! { "$project": { "opid": 1, "op": 1, "ns": 1 } },
     ];
