@@ -377,3 +377,42 @@ fn a_resumed_apply_waits_for_the_killed_runs_writes_still_in_flight() {
         "the resumed run found the old write and waited for it: {stderr}"
     );
 }
+
+/// `destroy` after a killed apply: the killed run's insert, still held on the destination,
+/// would recreate a collection that destroy has dropped. destroy ends it first.
+#[test]
+fn destroy_after_a_kill_leaves_no_late_write_behind() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config(CONFIG);
+    // Only mongoshift's connections: its first insert waits 3 s, then runs.
+    pair.destination
+        .configure_fail_point(&doc! {
+            "configureFailPoint": "failCommand", "mode": { "times": 1 },
+            "data": { "failCommands": ["insert"], "blockConnection": true, "blockTimeMS": 3000, "appName": "mongoshift" },
+        })
+        .unwrap();
+    let mut apply = pair.spawn_apply(&[]);
+    let start = Instant::now();
+    while tagged_operations(&pair.destination, "insert").is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the copy reaches the destination"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    apply.kill().expect("SIGKILL");
+    let _ = apply.wait();
+    let killed_at = Instant::now();
+    let destroy = pair.run(&["destroy", "--yes"]);
+    assert_eq!(destroy.code, 0, "{}\n{}", destroy.stdout, destroy.stderr);
+    // Past the old insert's 3 s: had it run, it would have run by now.
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(killed_at.elapsed()));
+    let left = common::contents(&pair.destination);
+    assert!(
+        left.keys()
+            .all(|ns| !ns.starts_with("shop.") && !ns.starts_with("crm.")),
+        "destroy left the migrated namespaces behind: {:?}",
+        left.keys().collect::<Vec<_>>()
+    );
+}
