@@ -1022,8 +1022,15 @@ impl<'c> Engine<'c> {
         }
         let final_time = self.state.cutover.final_time;
         let applied = self.state.sync.applied_time;
-        let drained =
-            final_time.is_some() && applied >= final_time && self.state.sync.pending.is_empty();
+        let caught_up = final_time.is_some() && applied >= final_time;
+        let pending = self.state.sync.pending.len();
+        if caught_up && pending > 0 {
+            // Said, not waited on silently: these wait for the change that frees their key.
+            self.set_activity(&format!(
+                "draining: {pending} document(s) still refused by a unique index on the destination"
+            ));
+        }
+        let drained = caught_up && pending == 0;
         if drained && self.state.namespaces.iter().all(|n| n.indexes_built) {
             self.set_phase(Phase::Verifying)?;
             return Ok(Some(SyncEnd::Drained));
