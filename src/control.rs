@@ -160,7 +160,7 @@ pub async fn abort(config: &Config, lockfile: &Path) -> Result<AbortOutcome, Con
         return Ok(AbortOutcome::RunningApplyStopped);
     }
     let lock_path = lockfile.to_path_buf();
-    let _guard =
+    let guard =
         tokio::task::spawn_blocking(move || lock::acquire(&lock_path, "abort", Duration::ZERO))
             .await
             .map_err(|e| ControlError::WrongPhase(format!("internal error: {e}")))??;
@@ -172,7 +172,16 @@ pub async fn abort(config: &Config, lockfile: &Path) -> Result<AbortOutcome, Con
     }
     let released = state.cutover.write_block != WriteBlock::Off;
     if released {
-        let source = Cluster::connect(Side::Source, &config.source).await?;
+        // A killed apply's block command may still be running: it must not land after the
+        // release and leave the source blocked.
+        let tag = RunTag {
+            lineage: state.lineage.clone(),
+            run: guard.holder().id.clone(),
+        };
+        let source = Cluster::connect(Side::Source, &config.source)
+            .await?
+            .tagged(tag);
+        fence(&source, config.options.retry_for).await?;
         block::release(&source).await?;
         state.cutover.write_block = WriteBlock::Off;
     }

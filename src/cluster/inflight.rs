@@ -25,11 +25,18 @@ use std::time::{Duration, Instant};
 use bson::{Bson, Document, RawDocumentBuf, doc, rawdoc};
 use futures_util::TryStreamExt;
 use mongodb::error::ErrorKind;
+use mongodb::options::{ReadPreference, SelectionCriteria};
 
 use super::{Cluster, ClusterError, codes};
 
 /// How often the wait looks again.
 const POLL: Duration = Duration::from_millis(200);
+
+/// How long after an empty first look the fence looks once more.
+const ARRIVAL_GRACE: Duration = Duration::from_millis(500);
+
+/// How long one listing may take (it runs while a retry waits).
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a run's commands are tagged with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +99,7 @@ impl Tagging {
 
 /// How long a command whose fate is unknown is waited for before its failure is reported
 /// anyway (a server that lists nothing for that long has lost or ended it).
-const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// After `error` on the tagged command `op`: when the error leaves open whether the server
 /// still runs the command (the connection failed), waits until `$currentOp` no longer lists
@@ -127,6 +134,11 @@ pub async fn settle(cluster: &Cluster, op: i64, limit: Duration) {
         match operations(cluster, filter.clone()).await {
             Ok(running) if running.is_empty() => return,
             Ok(_) => tracing::debug!(op, "a failed command still runs on the server; waiting"),
+            Err(e) if !e.is_transient() => {
+                // This server will not say (privileges, a restricted tier): waiting cannot help.
+                tracing::debug!(op, error = %e, "cannot list the server's operations");
+                return;
+            }
             Err(e) => tracing::debug!(op, error = %e, "cannot list the server's operations yet"),
         }
         if started.elapsed() >= limit {
@@ -213,10 +225,21 @@ pub async fn await_earlier_runs(cluster: &Cluster, limit: Duration) -> Result<Fe
         return Ok(Fence::Clear { waited_for: 0 });
     };
     let started = Instant::now();
-    let first = match earlier_operations(cluster, tag).await {
-        Ok(ops) => ops,
-        Err(e) => return Ok(Fence::Unchecked(e.to_string())),
-    };
+    // Twice, a moment apart: a dead client's last command can still be on its way in.
+    let mut first = Vec::new();
+    for look in 0..2 {
+        if look > 0 {
+            tokio::time::sleep(ARRIVAL_GRACE).await;
+        }
+        match earlier_operations(cluster, tag).await {
+            Ok(ops) if !ops.is_empty() => {
+                first = ops;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => return Ok(Fence::Unchecked(e.to_string())),
+        }
+    }
     if first.is_empty() {
         return Ok(Fence::Clear { waited_for: 0 });
     }
@@ -233,15 +256,18 @@ pub async fn await_earlier_runs(cluster: &Cluster, limit: Duration) -> Result<Fe
             tracing::debug!(opid = %op.opid, error = %e, "killOp refused");
         }
     }
+    let mut running = first.clone();
     loop {
-        let running = match earlier_operations(cluster, tag).await {
-            Ok(ops) => ops,
-            Err(e) => return Ok(Fence::Unchecked(e.to_string())),
-        };
-        if running.is_empty() {
-            return Ok(Fence::Clear {
-                waited_for: first.len(),
-            });
+        // Known to be running: a failed listing (an election, say) proves nothing, so it is
+        // asked again until the limit.
+        match earlier_operations(cluster, tag).await {
+            Ok(ops) if ops.is_empty() => {
+                return Ok(Fence::Clear {
+                    waited_for: first.len(),
+                });
+            }
+            Ok(ops) => running = ops,
+            Err(e) => tracing::debug!(error = %e, "cannot list the operations in progress yet"),
         }
         if started.elapsed() >= limit {
             return Err(FenceError::StillRunning {
@@ -272,7 +298,12 @@ async fn earlier_operations(
 /// (`inprog`), else the user's own.
 async fn operations(cluster: &Cluster, filter: Document) -> Result<Vec<InProgress>, ClusterError> {
     match list(cluster, filter.clone(), true).await {
-        Err(e) if e.code() == Some(codes::UNAUTHORIZED) => list(cluster, filter, false).await,
+        Err(e) if e.code() == Some(codes::UNAUTHORIZED) => {
+            tracing::debug!(
+                "without the inprog privilege only this user's operations can be listed; an earlier run under another user is not seen"
+            );
+            list(cluster, filter, false).await
+        }
         other => other,
     }
 }
@@ -289,15 +320,30 @@ async fn list(
         doc! { "$project": { "opid": 1, "op": 1, "ns": 1 } },
     ];
     let command = "aggregate $currentOp";
-    let docs: Vec<Document> = cluster
-        .client()
-        .database("admin")
-        .aggregate(pipeline)
+    // The primary's operations (a URI may prefer secondaries), within a bounded time.
+    let listing = async {
+        cluster
+            .client()
+            .database("admin")
+            .aggregate(pipeline)
+            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            .max_time(LIST_TIMEOUT)
+            .await
+            .map_err(|e| cluster.error(command, &e))?
+            .try_collect::<Vec<Document>>()
+            .await
+            .map_err(|e| cluster.error(command, &e))
+    };
+    let docs = tokio::time::timeout(LIST_TIMEOUT, listing)
         .await
-        .map_err(|e| cluster.error(command, &e))?
-        .try_collect()
-        .await
-        .map_err(|e| cluster.error(command, &e))?;
+        .map_err(|_| ClusterError::Command {
+            side: cluster.side(),
+            command: command.to_owned(),
+            // MaxTimeMSExpired: a timeout, transient like the server's own.
+            code: Some(50),
+            labels: Vec::new(),
+            message: format!("no answer within {}s", LIST_TIMEOUT.as_secs()),
+        })??;
     docs.into_iter()
         .map(|d| {
             let opid = d
