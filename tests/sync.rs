@@ -624,3 +624,56 @@ fn a_unique_conflict_in_the_copy_is_resolved_by_change_application() {
     );
     assert_same_clusters(&pair.source, &pair.destination);
 }
+
+/// A unique index only the destination has refuses a change for good. Once every change up to
+/// the write block is applied, nothing can free the key, so the cutover is called off with the
+/// document named, and the source is writable again.
+#[test]
+fn a_conflict_only_the_destination_has_calls_the_cutover_off() {
+    let pair = Pair::new();
+    block_on(async {
+        client(&pair.source)
+            .await
+            .database("shop")
+            .collection::<Document>("users")
+            .insert_many((0..10).map(|i| doc! { "_id": i, "u": i }))
+            .await
+            .unwrap();
+    });
+    pair.write_config(BLOCKING);
+    let apply = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    block_on(async {
+        client(&pair.destination)
+            .await
+            .database("shop")
+            .run_command(doc! { "createIndexes": "users", "indexes": [{ "key": { "u": 1 }, "name": "u_1", "unique": true }] })
+            .await
+            .unwrap();
+        client(&pair.source)
+            .await
+            .database("shop")
+            .collection::<Document>("users")
+            .insert_one(doc! { "_id": 100, "u": 1 })
+            .await
+            .unwrap();
+    });
+    assert_eq!(pair.run(&["cutover"]).code, 0);
+    let (code, stdout, stderr) = output_within(apply, Duration::from_secs(60), || {
+        format!("{:?}", pair.state().cutover)
+    });
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("1 document(s) are still refused by a unique index")
+            && stderr.contains("shop.users _id 100"),
+        "{stderr}"
+    );
+    assert!(
+        source_accepts_writes(&pair.source),
+        "the write block is released"
+    );
+    let s = pair.state();
+    assert_eq!(s.phase, Phase::Ready);
+    assert_eq!(s.cutover.write_block, WriteBlock::Off);
+    assert!(s.cutover.approval.is_none(), "a new approval is needed");
+}

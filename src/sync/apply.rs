@@ -124,6 +124,20 @@ pub enum ApplyError {
         #[source]
         source: std::io::Error,
     },
+    /// Documents a unique index refuses although every source change is applied.
+    #[error(
+        "{count} document(s) are still refused by a unique index on the destination after every source change up to the cutover was applied, e.g. {namespace} _id {id}: {reason}. The destination has a unique index or data that the source does not. The cutover is called off (source writes are unblocked; syncing resumes on the next apply): fix the destination, then approve the cutover again"
+    )]
+    UnresolvedConflicts {
+        /// How many.
+        count: usize,
+        /// The first one's namespace.
+        namespace: crate::namespace::Namespace,
+        /// Its `_id` (relaxed Extended JSON).
+        id: String,
+        /// The server's message.
+        reason: String,
+    },
     /// A killed run's operations are still running.
     #[error(transparent)]
     EarlierRun(#[from] FenceError),

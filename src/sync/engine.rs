@@ -49,6 +49,10 @@ const TICK: Duration = Duration::from_millis(250);
 /// Without the write block, the source counts as stopped after this long without a change.
 pub const QUIET_PERIOD: Duration = Duration::from_secs(5);
 
+/// How long the drain waits on documents a unique index still refuses once every change up
+/// to the final time is applied.
+const PENDING_GRACE: Duration = Duration::from_secs(5);
+
 /// `window_expiring` is announced this long before the window ends.
 const EXPIRY_WARNING: Duration = Duration::from_secs(3600);
 
@@ -79,6 +83,8 @@ pub(super) struct Engine<'c> {
     dirty: bool,
     last_event_seen: Instant,
     expiry_noted: bool,
+    /// Since when the drain has had nothing left but refused (pending) documents.
+    pending_stall: Option<Instant>,
 }
 
 impl<'c> Engine<'c> {
@@ -100,6 +106,7 @@ impl<'c> Engine<'c> {
             dirty: true,
             last_event_seen: Instant::now(),
             expiry_noted: false,
+            pending_stall: None,
         }
     }
 
@@ -1030,12 +1037,49 @@ impl<'c> Engine<'c> {
                 "draining: {pending} document(s) still refused by a unique index on the destination"
             ));
         }
+        if caught_up && pending > 0 {
+            // The source is blocked, so no change can free these keys any more: past a few
+            // retries (the applier retries while idle) the conflict is the destination's own.
+            let since = *self.pending_stall.get_or_insert_with(Instant::now);
+            if since.elapsed() >= PENDING_GRACE
+                && let Some(first) = self.state.sync.pending.first().cloned()
+            {
+                self.call_off_cutover("unique-index conflicts outlived the drain")?;
+                return Err(ApplyError::UnresolvedConflicts {
+                    count: pending,
+                    namespace: first.namespace,
+                    id: first
+                        .id
+                        .as_document()
+                        .get("_id")
+                        .cloned()
+                        .map(|id| id.into_relaxed_extjson().to_string())
+                        .unwrap_or_default(),
+                    reason: first.reason,
+                });
+            }
+        } else {
+            self.pending_stall = None;
+        }
         let drained = caught_up && pending == 0;
         if drained && self.state.namespaces.iter().all(|n| n.indexes_built) {
             self.set_phase(Phase::Verifying)?;
             return Ok(Some(SyncEnd::Drained));
         }
         Ok(None)
+    }
+
+    /// Back to ready without committing: syncing resumes on the next apply, which needs a new
+    /// approval. (The write block is released when the run ends.)
+    fn call_off_cutover(&mut self, why: &str) -> Result<(), StateError> {
+        self.state.cutover.approval = None;
+        self.state.cutover.writes_stopped_at = None;
+        self.state.cutover.final_time = None;
+        if self.config.cutover.approval == ApprovalPolicy::File {
+            let _ = std::fs::remove_file(&self.config.cutover.approval_file);
+        }
+        why.clone_into(&mut self.activity);
+        self.set_phase(Phase::Ready)
     }
 
     async fn verify_and_commit(
@@ -1102,15 +1146,7 @@ impl<'c> Engine<'c> {
                     at: jiff::Timestamp::now().to_string(),
                 });
                 if !report.passed() {
-                    // Not committed: syncing resumes on the next apply, which needs a new approval.
-                    self.state.cutover.approval = None;
-                    self.state.cutover.writes_stopped_at = None;
-                    self.state.cutover.final_time = None;
-                    if self.config.cutover.approval == ApprovalPolicy::File {
-                        let _ = std::fs::remove_file(&self.config.cutover.approval_file);
-                    }
-                    self.activity = "verification found differences".to_owned();
-                    self.set_phase(Phase::Ready)?;
+                    self.call_off_cutover("verification found differences")?;
                     return Ok(ApplyOutcome::VerificationFailed(Box::new(
                         MigrationReport::new(&self.state, Some(report)),
                     )));
