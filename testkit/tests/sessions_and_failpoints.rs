@@ -376,4 +376,12 @@ async fn current_op_runs_only_on_admin_with_aggregate_1() {
         .await
         .unwrap_err();
     assert_eq!(common::error_code(&err), Some(9));
+    let err = client
+        .database("admin")
+        .run_command(
+            doc! { "aggregate": 1, "pipeline": [{ "$currentOp": { "allUsers": 1 } }], "cursor": {} },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(common::error_code(&err), Some(9), "options are booleans");
 }

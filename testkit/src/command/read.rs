@@ -1203,20 +1203,29 @@ fn current_ops(
     ctx: &Ctx<'_>,
     spec: &RawDocument,
 ) -> Result<Vec<Arc<RawDocumentBuf>>, CommandError> {
-    let options = match spec.get("$currentOp") {
-        Ok(Some(RawBsonRef::Document(d))) => to_document(d)?,
-        _ => {
-            return Err(CommandError::failed_to_parse(
-                "$currentOp options must be specified in an object, but found: non-object",
-            ));
-        }
+    let Ok(Some(RawBsonRef::Document(options))) = spec.get("$currentOp") else {
+        return Err(CommandError::failed_to_parse(
+            "$currentOp options must be specified in an object, but found: non-object",
+        ));
     };
     let mut all_users = false;
-    for (k, v) in &options {
+    for element in options {
+        let (k, v) = element?;
         match k.as_str() {
-            "allUsers" => all_users = matches!(v, Bson::Boolean(true)),
-            "idleConnections" | "idleCursors" | "idleSessions" | "localOps" | "truncateOps"
-            | "backtrace" | "targetAllNodes" => {}
+            "allUsers" | "idleConnections" | "idleCursors" | "idleSessions" | "localOps"
+            | "truncateOps" | "backtrace" | "targetAllNodes" => {
+                // As mongod: each option is a boolean (authz reads `allUsers` the same way).
+                let RawBsonRef::Boolean(on) = v else {
+                    return Err(CommandError::failed_to_parse(format!(
+                        "The '{}' parameter of the $currentOp stage must be a boolean value, but found: {}",
+                        k.as_str(),
+                        crate::command::args::type_name(v)
+                    )));
+                };
+                if k.as_str() == "allUsers" {
+                    all_users = on;
+                }
+            }
             other => {
                 return Err(CommandError::failed_to_parse(format!(
                     "Unrecognized option '{other}' in $currentOp stage."
