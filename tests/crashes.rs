@@ -306,6 +306,21 @@ fn tagged_operations(server: &TestServerHandle, op: &str) -> Vec<Document> {
     })
 }
 
+/// Kills `apply` once one of its `op` commands is held on the destination; returns when.
+fn kill_while_held(pair: &Pair, apply: &mut std::process::Child, op: &str) -> Instant {
+    let start = Instant::now();
+    while tagged_operations(&pair.destination, op).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no {op} of mongoshift reached the destination"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    apply.kill().expect("SIGKILL");
+    let _ = apply.wait();
+    Instant::now()
+}
+
 /// A killed apply's last write is still running on the destination (held there for 3 s). The
 /// resumed run deletes the document, as the source did since; without waiting for the old
 /// write, it would land afterwards and bring the deleted document back.
@@ -332,17 +347,7 @@ fn a_resumed_apply_waits_for_the_killed_runs_writes_still_in_flight() {
             .await
             .unwrap()
     });
-    let start = Instant::now();
-    while tagged_operations(&pair.destination, "update").is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the upsert reaches the destination"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    apply.kill().expect("SIGKILL");
-    let _ = apply.wait();
-    let killed_at = Instant::now();
+    let killed_at = kill_while_held(&pair, &mut apply, "update");
     block_on(async {
         orders(&pair.source)
             .await
@@ -393,17 +398,7 @@ fn destroy_after_a_kill_leaves_no_late_write_behind() {
         })
         .unwrap();
     let mut apply = pair.spawn_apply(&[]);
-    let start = Instant::now();
-    while tagged_operations(&pair.destination, "insert").is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the copy reaches the destination"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    apply.kill().expect("SIGKILL");
-    let _ = apply.wait();
-    let killed_at = Instant::now();
+    let killed_at = kill_while_held(&pair, &mut apply, "insert");
     let destroy = pair.run(&["destroy", "--yes"]);
     assert_eq!(destroy.code, 0, "{}\n{}", destroy.stdout, destroy.stderr);
     // Past the old insert's 3 s: had it run, it would have run by now.
