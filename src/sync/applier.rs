@@ -687,25 +687,8 @@ async fn send(
     command.append(bson::cstr!("bypassDocumentValidation"), true);
     command.append(bson::cstr!("writeConcern"), &ctx.write_concern);
     let name = format!("{} {ns}", if delete { "delete" } else { "update" });
-    let reply = retry(&name, ctx.backoff, || async {
-        let reply = ctx
-            .destination
-            .run_raw(ns.db(), command.clone())
-            .await
-            .map_err(|e| ctx.destination.error(&name, &e))?;
-        if let Ok(wce) = reply.get_document("writeConcernError") {
-            return Err(ClusterError::Command {
-                side: ctx.destination.side(),
-                command: name.clone(),
-                code: wce.get_i32("code").ok(),
-                labels: Vec::new(),
-                message: wce
-                    .get_str("errmsg")
-                    .unwrap_or("write concern error")
-                    .to_owned(),
-            });
-        }
-        Ok(reply)
+    let reply = retry(&name, ctx.backoff, || {
+        super::writer::write_command(&ctx.destination, ns.db(), &name, command.clone())
     })
     .await?;
     let mut failed = vec![false; chunk.len()];

@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::writer::{InsertBatch, WriteError, insert_batch};
+use super::writer::{InsertBatch, insert_batch};
 use crate::cluster::retry::{Attempts, Backoff, Transient, retry};
 use crate::cluster::{Cluster, ClusterError};
 use crate::namespace::Namespace;
@@ -111,9 +111,6 @@ pub enum CopyError {
     /// Reading or writing failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-    /// A write was refused.
-    #[error(transparent)]
-    Write(#[from] WriteError),
     /// The state owner stopped listening (it failed).
     #[error("the copy's progress could not be recorded")]
     Disconnected,
@@ -122,7 +119,7 @@ pub enum CopyError {
 impl Transient for CopyError {
     fn is_transient(&self) -> bool {
         match self {
-            Self::Cluster(e) | Self::Write(WriteError::Cluster(e)) => e.is_transient(),
+            Self::Cluster(e) => e.is_transient(),
             _ => false,
         }
     }

@@ -228,20 +228,16 @@ pub async fn delete_moved_documents(
     delete.append(bson::cstr!("deletes"), deletes);
     delete.append(bson::cstr!("ordered"), false);
     delete.append(bson::cstr!("writeConcern"), write_concern);
-    let reply = destination
-        .run_raw(ns.db(), delete)
-        .await
-        .map_err(|e| destination.error(&format!("delete {ns}"), &e))?;
-    let refusal = reply.get_document("writeConcernError").ok().or_else(|| {
-        reply
-            .get_array("writeErrors")
-            .ok()
-            .and_then(|errors| errors.iter().find_map(Bson::as_document))
-    });
+    let name = format!("delete {ns}");
+    let reply = super::writer::write_command(destination, ns.db(), &name, delete).await?;
+    let refusal = reply
+        .get_array("writeErrors")
+        .ok()
+        .and_then(|errors| errors.iter().find_map(Bson::as_document));
     if let Some(e) = refusal {
         return Err(ClusterError::Command {
             side: destination.side(),
-            command: format!("delete {ns}"),
+            command: name,
             code: e.get_i32("code").ok(),
             labels: Vec::new(),
             message: e.get_str("errmsg").unwrap_or_default().to_owned(),

@@ -40,12 +40,33 @@ pub struct InsertOutcome {
     pub deferred: Vec<(Bson, String)>,
 }
 
-/// A write failure that is not transient.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum WriteError {
-    /// The destination refused the write.
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
+/// Runs a destination write command (`name` names it in errors). A `writeConcernError` is an
+/// error; `writeErrors` are left to the caller.
+pub async fn write_command(
+    cluster: &Cluster,
+    db: &str,
+    name: &str,
+    command: RawDocumentBuf,
+) -> Result<Document, ClusterError> {
+    let reply = cluster
+        .run_raw(db, command)
+        .await
+        .map_err(|e| cluster.error(name, &e))?;
+    let r = Reply::new(cluster.side(), name, &reply);
+    if let Some(wce) = r.opt_doc("writeConcernError")? {
+        let wce = r.nested(wce);
+        return Err(ClusterError::Command {
+            side: cluster.side(),
+            command: name.to_owned(),
+            code: wce.opt_i32("code")?,
+            labels: Vec::new(),
+            message: wce
+                .opt_str("errmsg")?
+                .unwrap_or("write concern error")
+                .to_owned(),
+        });
+    }
+    Ok(reply)
 }
 
 /// The configured write concern as the `writeConcern` field of a command (built once per run).
@@ -119,7 +140,7 @@ pub async fn insert_batch(
     namespace: &Namespace,
     documents: &RawArray,
     write_concern: &RawDocument,
-) -> Result<InsertOutcome, WriteError> {
+) -> Result<InsertOutcome, ClusterError> {
     if documents.is_empty() {
         return Ok(InsertOutcome::default());
     }
@@ -130,24 +151,8 @@ pub async fn insert_batch(
     command.append(bson::cstr!("ordered"), false);
     command.append(bson::cstr!("bypassDocumentValidation"), true);
     command.append(bson::cstr!("writeConcern"), write_concern);
-    let reply = cluster
-        .run_raw(namespace.db(), command)
-        .await
-        .map_err(|e| cluster.error(&name, &e))?;
+    let reply = write_command(cluster, namespace.db(), &name, command).await?;
     let reply = Reply::new(cluster.side(), &name, &reply);
-    if let Some(wce) = reply.opt_doc("writeConcernError")? {
-        let wce = reply.nested(wce);
-        return Err(WriteError::Cluster(ClusterError::Command {
-            side: cluster.side(),
-            command: name.clone(),
-            code: wce.opt_i32("code")?,
-            labels: Vec::new(),
-            message: wce
-                .opt_str("errmsg")?
-                .unwrap_or("write concern error")
-                .to_owned(),
-        }));
-    }
     let inserted = reply
         .opt_u64("n")?
         .ok_or_else(|| cluster.invalid_reply(&name, "`n` is missing"))?;
@@ -161,21 +166,19 @@ pub async fn insert_batch(
     let mut refusals: Vec<(usize, String)> = Vec::with_capacity(errors.len());
     for error in errors {
         let Bson::Document(error) = error else {
-            return Err(cluster
-                .invalid_reply(&name, "a writeErrors element is not a document")
-                .into());
+            return Err(cluster.invalid_reply(&name, "a writeErrors element is not a document"));
         };
         let error = reply.nested(error);
         let code = error.opt_i32("code")?;
         let message = error.opt_str("errmsg")?.unwrap_or_default().to_owned();
         if code != Some(codes::DUPLICATE_KEY) {
-            return Err(WriteError::Cluster(ClusterError::Command {
+            return Err(ClusterError::Command {
                 side: cluster.side(),
                 command: name.clone(),
                 code,
                 labels: Vec::new(),
                 message,
-            }));
+            });
         }
         let index = error
             .opt_u64("index")?
@@ -216,7 +219,7 @@ async fn existing_ids(
     cluster: &Cluster,
     namespace: &Namespace,
     ids: Vec<Bson>,
-) -> Result<Vec<Bson>, WriteError> {
+) -> Result<Vec<Bson>, ClusterError> {
     let command = format!("find {namespace}");
     let found: Vec<Document> = cluster
         .client()
