@@ -174,10 +174,7 @@ pub async fn abort(config: &Config, lockfile: &Path) -> Result<AbortOutcome, Con
     if released {
         // A killed apply's block command may still be running: it must not land after the
         // release and leave the source blocked.
-        let tag = RunTag {
-            lineage: state.lineage.clone(),
-            run: guard.holder().id.clone(),
-        };
+        let tag = RunTag::new(&state.lineage, &guard.holder().id);
         let source = Cluster::connect(Side::Source, &config.source)
             .await?
             .tagged(tag);
@@ -244,10 +241,7 @@ pub async fn destroy(config: &Config, lockfile: &Path) -> Result<DestroyPlan, Co
     let mut state = load(lockfile)?;
     // A killed apply's last writes must not land after the drops (an insert would recreate
     // the collection): tag this run and wait for them.
-    let tag = RunTag {
-        lineage: state.lineage.clone(),
-        run: guard.holder().id.clone(),
-    };
+    let tag = RunTag::new(&state.lineage, &guard.holder().id);
     let limit = config.options.retry_for;
     if state.cutover.write_block != WriteBlock::Off {
         let source = Cluster::connect(Side::Source, &config.source)

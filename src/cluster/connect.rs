@@ -156,11 +156,9 @@ impl Cluster {
             }
             _ => None,
         };
-        let result = self.client.database(db).run_command(command).await;
-        if let (Err(e), Some(op)) = (&result, op) {
-            inflight::settle_if_unknown(self, op, e).await;
-        }
-        result.map_err(|e| self.error(&name, &e))
+        self.settled(op, self.client.database(db).run_command(command))
+            .await
+            .map_err(|e| self.error(&name, &e))
     }
 
     /// Runs a raw command on a database, tagged and settled like [`Cluster::command`] (driver
@@ -178,7 +176,18 @@ impl Cluster {
             }
             _ => None,
         };
-        let result = self.client.database(db).run_raw_command(command).await;
+        self.settled(op, self.client.database(db).run_raw_command(command))
+            .await
+    }
+
+    /// Awaits a sent command; when it was tagged `op` and failed without a reply, first waits
+    /// until the server no longer runs it (see [`inflight::settle_if_unknown`]).
+    async fn settled(
+        &self,
+        op: Option<i64>,
+        sent: impl std::future::IntoFuture<Output = mongodb::error::Result<Document>>,
+    ) -> mongodb::error::Result<Document> {
+        let result = sent.await;
         if let (Err(e), Some(op)) = (&result, op) {
             inflight::settle_if_unknown(self, op, e).await;
         }

@@ -48,6 +48,14 @@ pub struct RunTag {
 }
 
 impl RunTag {
+    /// The tag of run `run` (a lock id) of the migration `lineage`.
+    pub fn new(lineage: &str, run: &str) -> Self {
+        Self {
+            lineage: lineage.to_owned(),
+            run: run.to_owned(),
+        }
+    }
+
     /// The tag as a command's `comment`.
     pub fn document(&self) -> Document {
         doc! { "mongoshift": &self.lineage, "run": &self.run }

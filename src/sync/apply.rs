@@ -284,10 +284,7 @@ pub async fn apply(
     let mut state = existing.unwrap_or_else(|| new_state(config, &refreshed.plan, start_token));
     // From here on every command names this run, and a resumed migration first lets the
     // writes of a killed run end (see `cluster::inflight`).
-    let tag = RunTag {
-        lineage: state.lineage.clone(),
-        run: guard.holder().id.clone(),
-    };
+    let tag = RunTag::new(&state.lineage, &guard.holder().id);
     let source = source.tagged(tag.clone());
     let destination = destination.tagged(tag);
     if resumed {
