@@ -224,6 +224,21 @@ impl IdBound {
     pub fn as_document(&self) -> &Document {
         &self.0
     }
+
+    /// The `_id` value (absent only from a hand-edited lockfile).
+    pub fn id(&self) -> Option<&Bson> {
+        self.0.get("_id")
+    }
+}
+
+/// The `_id` value in relaxed Extended JSON, for messages.
+impl std::fmt::Display for IdBound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.id() {
+            Some(id) => write!(f, "{}", id.clone().into_relaxed_extjson()),
+            None => f.write_str("(no _id)"),
+        }
+    }
 }
 
 /// Progress of one collection's copy.
@@ -351,6 +366,18 @@ pub struct PendingDocument {
     pub id: IdBound,
     /// The server's message (names the index and key).
     pub reason: String,
+}
+
+impl PendingDocument {
+    /// Adds `document` to `pending` unless that document (namespace and `_id`) is there.
+    pub fn add_to(pending: &mut Vec<PendingDocument>, document: PendingDocument) {
+        if !pending
+            .iter()
+            .any(|p| p.namespace == document.namespace && p.id == document.id)
+        {
+            pending.push(document);
+        }
+    }
 }
 
 /// Change application.

@@ -344,12 +344,7 @@ async fn apply_documents(
             .await;
     for r in results {
         for p in r? {
-            if !pending
-                .iter()
-                .any(|q| q.namespace == p.namespace && q.id == p.id)
-            {
-                pending.push(p);
-            }
+            PendingDocument::add_to(pending, p);
         }
     }
     Ok(())
@@ -835,7 +830,7 @@ async fn retry_pending(
         .filter_map(|p| {
             Some(DestinationOp::Refetch {
                 ns: p.namespace.clone(),
-                id: p.id.as_document().get("_id")?.clone(),
+                id: p.id.id()?.clone(),
                 source: p.source.clone(),
             })
         })

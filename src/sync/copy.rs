@@ -397,10 +397,7 @@ async fn copy_range(
         .map_err(|e| ctx.source.error(&command, &e))?;
     // A resumed `_id` range starts at its watermark, inclusive; that document was already
     // counted. (A key range never resumes: `resume_from` was cleared above.)
-    let mut skip_watermark = part
-        .resume_from
-        .as_ref()
-        .and_then(|b| b.as_document().get("_id").cloned());
+    let mut skip_watermark = part.resume_from.as_ref().and_then(|b| b.id().cloned());
     // Each batch the source returns is inserted as it came, while the next one is read.
     let mut next = cursor.next().await;
     while let Some(reply) = next.take() {

@@ -35,7 +35,7 @@ use crate::namespace::Namespace;
 use crate::plan::{Action, Change, IndexPhase};
 use crate::state::lockfile::{self, StateError};
 use crate::state::{
-    ClusterTime, CopyStatus, MigrationState, NamespaceState, Phase, ShardEstimate,
+    ClusterTime, CopyStatus, MigrationState, NamespaceState, PendingDocument, Phase, ShardEstimate,
     VerificationSummary, WriteBlock,
 };
 use crate::verify::{self, VerifyMode, VerifyRequest};
@@ -372,16 +372,11 @@ impl<'c> Engine<'c> {
                 for d in deferred {
                     tracing::info!(
                         namespace = %d.namespace,
-                        id = %d.id.as_document(),
+                        id = %d.id,
                         reason = %d.reason,
                         "a unique index refused a copied document; it is written once the document holding its key has changed"
                     );
-                    if !pending
-                        .iter()
-                        .any(|p| p.namespace == d.namespace && p.id == d.id)
-                    {
-                        pending.push(d);
-                    }
+                    PendingDocument::add_to(pending, d);
                 }
             }
             CopyUpdate::Restarted {
@@ -1036,8 +1031,6 @@ impl<'c> Engine<'c> {
             self.set_activity(&format!(
                 "draining: {pending} document(s) still refused by a unique index on the destination"
             ));
-        }
-        if caught_up && pending > 0 {
             // The source is blocked, so no change can free these keys any more: past a few
             // retries (the applier retries while idle) the conflict is the destination's own.
             let since = *self.pending_stall.get_or_insert_with(Instant::now);
@@ -1048,13 +1041,7 @@ impl<'c> Engine<'c> {
                 return Err(ApplyError::UnresolvedConflicts {
                     count: pending,
                     namespace: first.namespace,
-                    id: first
-                        .id
-                        .as_document()
-                        .get("_id")
-                        .cloned()
-                        .map(|id| id.into_relaxed_extjson().to_string())
-                        .unwrap_or_default(),
+                    id: first.id.to_string(),
                     reason: first.reason,
                 });
             }
