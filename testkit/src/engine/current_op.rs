@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bson::{Bson, DateTime, Document, RawDocument, doc};
+use bson::{Bson, DateTime, Document, RawDocument, RawDocumentBuf, cstr, doc};
 
 /// mongod truncates a listed command above this size (`$truncated`).
 const MAX_COMMAND_BYTES: usize = 1024;
@@ -35,8 +35,9 @@ pub struct ActiveOp {
     pub ns: String,
     /// `op`: `insert`, `update`, `remove`, `query`, `getmore` or `command`.
     pub op: &'static str,
-    /// The command document, without document sequences (truncated when large).
-    pub command: Document,
+    /// The command document, without document sequences (truncated when large). Kept raw:
+    /// every command is registered, and few are ever listed.
+    pub command: RawDocumentBuf,
     /// When it started.
     pub started: Instant,
     /// The same, as a date.
@@ -86,7 +87,10 @@ impl ActiveOp {
         d.insert("microsecs_running", elapsed.as_micros() as i64);
         d.insert("op", self.op);
         d.insert("ns", self.ns.clone());
-        d.insert("command", self.command.clone());
+        d.insert(
+            "command",
+            Document::try_from(self.command.as_ref()).unwrap_or_default(),
+        );
         d.insert("numYields", 0);
         d.insert("locks", Document::new());
         d.insert("waitingForLock", false);
@@ -167,16 +171,17 @@ impl Operations {
         };
         let command = if body.as_bytes().len() > MAX_COMMAND_BYTES {
             // mongod keeps the command's first bytes; the name and comment are what tools use.
-            let mut d =
-                doc! { "$truncated": format!("{name} command of {} bytes", body.as_bytes().len()) };
-            if let Ok(Some(comment)) = body.get("comment")
-                && let Ok(comment) = Bson::try_from(comment)
-            {
-                d.insert("comment", comment);
+            let mut d = RawDocumentBuf::new();
+            d.append(
+                cstr!("$truncated"),
+                format!("{name} command of {} bytes", body.as_bytes().len()),
+            );
+            if let Ok(Some(comment)) = body.get("comment") {
+                d.append(cstr!("comment"), comment);
             }
             d
         } else {
-            Document::try_from(body).unwrap_or_default()
+            body.to_owned()
         };
         let op = Arc::new(ActiveOp {
             opid,
