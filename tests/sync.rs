@@ -551,22 +551,17 @@ fn notify_command_hears_ready_and_committed() {
     );
 }
 
+/// `shop.users` on a server.
+async fn users(server: &TestServerHandle) -> mongodb::Collection<Document> {
+    client(server).await.database("shop").collection("users")
+}
+
 /// With indexes built before the copy, a document whose unique key another document still held
 /// when the copy read it is refused by the destination. It is left to change application, which
 /// writes it once the other document's change is applied, and the migration commits.
 #[test]
 fn a_unique_conflict_in_the_copy_is_resolved_by_change_application() {
     let pair = Pair::new();
-    let users = |server: &TestServerHandle| {
-        let uri = server.uri();
-        async move {
-            mongodb::Client::with_uri_str(uri)
-                .await
-                .unwrap()
-                .database("shop")
-                .collection::<Document>("users")
-        }
-    };
     block_on(async {
         users(&pair.source)
             .await
@@ -632,10 +627,8 @@ fn a_unique_conflict_in_the_copy_is_resolved_by_change_application() {
 fn a_conflict_only_the_destination_has_calls_the_cutover_off() {
     let pair = Pair::new();
     block_on(async {
-        client(&pair.source)
+        users(&pair.source)
             .await
-            .database("shop")
-            .collection::<Document>("users")
             .insert_many((0..10).map(|i| doc! { "_id": i, "u": i }))
             .await
             .unwrap();
@@ -650,10 +643,8 @@ fn a_conflict_only_the_destination_has_calls_the_cutover_off() {
             .run_command(doc! { "createIndexes": "users", "indexes": [{ "key": { "u": 1 }, "name": "u_1", "unique": true }] })
             .await
             .unwrap();
-        client(&pair.source)
+        users(&pair.source)
             .await
-            .database("shop")
-            .collection::<Document>("users")
             .insert_one(doc! { "_id": 100, "u": 1 })
             .await
             .unwrap();
