@@ -134,6 +134,21 @@ fn ids_at(documents: &RawArray, indexes: &[usize]) -> Vec<Option<Bson>> {
     ids
 }
 
+/// Room left in a batch command for what is appended after its documents (the array's own
+/// key, and the run tag `Cluster::run_raw` adds as `comment`).
+const APPENDED_FIELDS: usize = 1024;
+
+/// `doc` in a buffer with room for `extra` more bytes. A `Vec` that grows past its capacity
+/// doubles it, so appending a batch of megabytes to a small document and then one more field
+/// would leave the command holding twice the batch.
+fn with_room(doc: RawDocumentBuf, extra: usize) -> RawDocumentBuf {
+    let mut bytes = Vec::with_capacity(doc.as_bytes().len() + extra);
+    bytes.extend_from_slice(doc.as_bytes());
+    // The bytes are those of a valid document, so this cannot fail; if it did, `doc` still
+    // serves, only without the room.
+    RawDocumentBuf::from_bytes(bytes).unwrap_or(doc)
+}
+
 /// Inserts a batch, tolerating documents that are already there (same `_id`).
 pub async fn insert_batch(
     cluster: &Cluster,
@@ -147,10 +162,11 @@ pub async fn insert_batch(
     let name = format!("insert {namespace}");
     let mut command = RawDocumentBuf::new();
     command.append(bson::cstr!("insert"), namespace.coll());
-    command.append(bson::cstr!("documents"), documents);
     command.append(bson::cstr!("ordered"), false);
     command.append(bson::cstr!("bypassDocumentValidation"), true);
     command.append(bson::cstr!("writeConcern"), write_concern);
+    let mut command = with_room(command, documents.as_bytes().len() + APPENDED_FIELDS);
+    command.append(bson::cstr!("documents"), documents);
     let reply = write_command(cluster, namespace.db(), &name, command).await?;
     let reply = Reply::new(cluster.side(), &name, &reply);
     let inserted = reply
