@@ -22,7 +22,7 @@ use crate::servers::Binaries;
 pub const COPY_CONCURRENCY: usize = 8;
 /// The copy's `options.copy.batch_size` (mongoshift's default), likewise shared with the
 /// ceiling.
-pub const COPY_BATCH_BYTES: usize = 4 * 1024 * 1024;
+pub const COPY_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 /// A rate over a number of documents and bytes.
 #[derive(Debug, Clone, Copy, Serialize)]

@@ -318,8 +318,9 @@ pub struct CopySpec {
 
     /// How much data each read of the source asks for (as a number of documents of the
     /// collection's average size; the server returns at most 16 MiB); each batch read is
-    /// inserted as one batch. The default equals the smallest partition, so that the memory of
-    /// a copy follows `parallel_partitions` and this size, never the size of the data.
+    /// inserted as one batch, while the next one is read. The memory of a copy follows
+    /// `parallel_partitions` and this size, never the size of the data. The default is half
+    /// the smallest partition, so that every partition is read in at least two batches.
     #[serde(default = "default_batch_size")]
     pub batch_size: ByteSize,
 }
@@ -334,7 +335,7 @@ fn default_partition_size() -> ByteSize {
     ByteSize::mib(64)
 }
 fn default_batch_size() -> ByteSize {
-    ByteSize::mib(4)
+    ByteSize::mib(2)
 }
 
 impl Default for CopySpec {

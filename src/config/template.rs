@@ -120,7 +120,7 @@ write_concern = "majority"
 parallel_collections = 4
 parallel_partitions = 8
 partition_size = "64MiB"
-batch_size = "4MiB"
+batch_size = "2MiB"
 
 # On a sharded destination, collections sharded on the source are sharded alike before
 # copying; `false` leaves those without an entry below unsharded:
