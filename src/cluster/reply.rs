@@ -28,6 +28,11 @@ impl<'a> Reply<'a> {
         }
     }
 
+    /// An error about this reply that no single field accessor covers.
+    pub fn invalid(&self, detail: impl Into<String>) -> ClusterError {
+        self.error(detail.into())
+    }
+
     /// A required string field.
     pub fn str(&self, key: &str) -> Result<&'a str, ClusterError> {
         match self.doc.get(key) {

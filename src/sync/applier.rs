@@ -26,7 +26,7 @@ use super::changes::{ChangeKind, DdlChange, DestinationOp, EventError, Interpret
 use super::ddl;
 use super::spool::{SpoolDamaged, SpoolReader};
 use crate::cluster::retry::{Backoff, retry};
-use crate::cluster::{Cluster, ClusterError, codes};
+use crate::cluster::{Cluster, ClusterError, Reply, codes};
 use crate::config::model::{DdlPolicy, UpdateMode};
 use crate::namespace::{Namespace, NamespaceFilter, NamespaceMapping};
 use crate::state::{ChangeCounts, ClusterTime, IdBound, PendingDocument, SpoolPosition};
@@ -687,49 +687,43 @@ async fn send(
     })
     .await?;
     let mut failed = vec![false; chunk.len()];
-    if let Ok(errors) = reply.get_array("writeErrors") {
-        for e in errors.iter().filter_map(Bson::as_document) {
-            let index = e
-                .get_i32("index")
-                .ok()
-                .and_then(|i| usize::try_from(i).ok())
-                .unwrap_or(0);
-            let code = e.get_i32("code").unwrap_or(0);
-            let message = e.get_str("errmsg").unwrap_or_default().to_owned();
-            let Some((op, _)) = chunk.get(index) else {
-                continue;
-            };
-            failed[index] = true;
-            let on_id = e
-                .get_document("keyPattern")
-                .is_ok_and(|k| k.keys().eq(["_id"]));
-            match (code, op.document()) {
-                (codes::DUPLICATE_KEY, Some((_, id))) if !on_id => {
-                    let source = match op {
-                        DestinationOp::Delta { source, .. } => source.clone(),
-                        _ => source_of(ctx, ns),
-                    };
-                    pending.push(PendingDocument {
-                        namespace: ns.clone(),
-                        source,
-                        id: IdBound::new(id.clone()),
-                        reason: message,
-                    });
-                }
-                _ => {
-                    return Err(ApplierError::Write {
-                        namespace: ns.clone(),
-                        code,
-                        message,
-                    });
-                }
+    let destination = &ctx.destination;
+    let r = Reply::new(destination.side(), &name, &reply);
+    for WriteErrorEntry {
+        index,
+        code,
+        message,
+        on_id,
+    } in write_errors(&r, chunk.len())?
+    {
+        let op = chunk[index].0;
+        failed[index] = true;
+        match (code, op.document()) {
+            (codes::DUPLICATE_KEY, Some((_, id))) if !on_id => {
+                let source = match op {
+                    DestinationOp::Delta { source, .. } => source.clone(),
+                    _ => source_of(ctx, ns),
+                };
+                pending.push(PendingDocument {
+                    namespace: ns.clone(),
+                    source,
+                    id: IdBound::new(id.clone()),
+                    reason: message,
+                });
             }
-            if ordered {
-                // An ordered command stops at its first error: write the rest again.
-                let rest: Vec<(&DestinationOp, RawDocumentBuf)> = chunk[index + 1..].to_vec();
-                if !rest.is_empty() {
-                    return Box::pin(send(ctx, ns, &rest, ordered, pending, missing)).await;
-                }
+            _ => {
+                return Err(ApplierError::Write {
+                    namespace: ns.clone(),
+                    code,
+                    message,
+                });
+            }
+        }
+        if ordered {
+            // An ordered command stops at its first error: write the rest again.
+            let rest: Vec<(&DestinationOp, RawDocumentBuf)> = chunk[index + 1..].to_vec();
+            if !rest.is_empty() {
+                return Box::pin(send(ctx, ns, &rest, ordered, pending, missing)).await;
             }
         }
     }
@@ -740,12 +734,10 @@ async fn send(
         .filter(|((op, _), f)| !**f && matches!(op, DestinationOp::Delta { .. }))
         .map(|((op, _), _)| *op)
         .collect();
-    let matched = reply
-        .get_i32("n")
-        .map(i64::from)
-        .or_else(|_| reply.get_i64("n"))
-        .unwrap_or(0);
-    if !deltas.is_empty() && (matched as usize) < chunk.len() {
+    let matched = r
+        .opt_u64("n")?
+        .ok_or_else(|| destination.invalid_reply(&name, "`n` is missing"))?;
+    if !deltas.is_empty() && matched < chunk.len() as u64 {
         for op in find_missing(ctx, ns, &deltas).await? {
             if let DestinationOp::Delta { ns, id, source, .. } = op {
                 missing.push(DestinationOp::Refetch {
@@ -757,6 +749,58 @@ async fn send(
         }
     }
     Ok(())
+}
+
+/// One refused statement of a write command's reply.
+#[derive(Debug, PartialEq)]
+struct WriteErrorEntry {
+    /// The statement's position in the command.
+    index: usize,
+    /// Server code.
+    code: i32,
+    /// Server message.
+    message: String,
+    /// A duplicate key on `_id` (`keyPattern` is `{_id: 1}`), not on a secondary unique index.
+    on_id: bool,
+}
+
+/// The `writeErrors` of a reply to a command of `statements` statements. An error that names
+/// no statement sent, or has no code, makes the reply invalid: a refusal this cannot place
+/// would be a change silently lost.
+fn write_errors(r: &Reply<'_>, statements: usize) -> Result<Vec<WriteErrorEntry>, ClusterError> {
+    let Some(errors) = r.opt_array("writeErrors")? else {
+        return Ok(Vec::new());
+    };
+    let mut entries = Vec::with_capacity(errors.len());
+    for e in errors {
+        let Bson::Document(e) = e else {
+            return Err(r.invalid("a writeErrors element is not a document"));
+        };
+        let e = r.nested(e);
+        let index = e
+            .opt_u64("index")?
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < statements)
+            .ok_or_else(|| {
+                r.invalid(format!(
+                    "a write error names no statement of the {statements} sent"
+                ))
+            })?;
+        let code = e
+            .opt_i32("code")?
+            .ok_or_else(|| r.invalid("a write error has no `code`"))?;
+        let message = e.opt_str("errmsg")?.unwrap_or_default().to_owned();
+        let on_id = e
+            .opt_doc("keyPattern")?
+            .is_some_and(|k| k.keys().eq(["_id"]));
+        entries.push(WriteErrorEntry {
+            index,
+            code,
+            message,
+            on_id,
+        });
+    }
+    Ok(entries)
 }
 
 /// The deltas whose documents are not on the destination.
@@ -917,6 +961,53 @@ mod tests {
     use bson::rawdoc;
 
     use super::*;
+    use crate::cluster::Side;
+
+    fn parse(reply: &Document, statements: usize) -> Result<Vec<WriteErrorEntry>, String> {
+        let r = Reply::new(Side::Destination, "update a.b", reply);
+        write_errors(&r, statements).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn write_errors_place_each_refusal_and_tell_an_id_duplicate_from_a_unique_index() {
+        let reply = doc! {
+            "n": 1, "ok": 1,
+            "writeErrors": [
+                {"index": 0, "code": 11000, "errmsg": "dup", "keyPattern": {"email": 1}},
+                {"index": 2_i64, "code": 11000, "errmsg": "dup id", "keyPattern": {"_id": 1}},
+            ],
+        };
+        let entries = parse(&reply, 3).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            (entries[0].index, entries[0].code, entries[0].on_id),
+            (0, 11000, false)
+        );
+        assert_eq!((entries[1].index, entries[1].on_id), (2, true));
+        assert_eq!(entries[1].message, "dup id");
+        assert!(parse(&doc! {"n": 3, "ok": 1}, 3).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_write_error_that_names_no_statement_or_code_makes_the_reply_invalid() {
+        for (error, expected) in [
+            (doc! {"code": 11000}, "names no statement of the 2 sent"),
+            (
+                doc! {"index": 2, "code": 11000},
+                "names no statement of the 2 sent",
+            ),
+            (doc! {"index": -1, "code": 11000}, "`index`"),
+            (doc! {"index": 1}, "has no `code`"),
+            (doc! {"index": 1, "code": "E11000"}, "`code`"),
+        ] {
+            let reply = doc! {"n": 0, "ok": 1, "writeErrors": [error.clone()]};
+            let e = parse(&reply, 2).unwrap_err();
+            assert!(e.contains(expected), "{error}: {e}");
+            assert!(e.contains("update a.b"), "{e}");
+        }
+        let e = parse(&doc! {"ok": 1, "writeErrors": [1]}, 2).unwrap_err();
+        assert!(e.contains("not a document"), "{e}");
+    }
 
     #[test]
     fn a_change_bson_cannot_encode_is_an_error_naming_the_document() {
