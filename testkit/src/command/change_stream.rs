@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use bson::{RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf, cstr};
+use bson::{RawBsonRef, RawDocument};
 
 use crate::command::args::Fields;
 use crate::command::read::CursorOptions;
@@ -296,25 +296,14 @@ pub fn open(
 
 /// The reply of one change-stream batch, with `postBatchResumeToken`.
 fn batch_reply(key: &str, batch: &StreamBatch, id: i64, ns: &str) -> Reply {
-    let mut array = RawArrayBuf::new();
-    for event in &batch.events {
-        array.push(event.as_ref() as &RawDocument);
-    }
-    let mut cursor = RawDocumentBuf::new();
-    if key == "firstBatch" {
-        cursor.append(cstr!("firstBatch"), array);
-    } else {
-        cursor.append(cstr!("nextBatch"), array);
-    }
-    cursor.append(
-        cstr!("postBatchResumeToken"),
-        crate::error::to_raw(&batch.post_batch_token)?,
-    );
-    cursor.append(cstr!("id"), id);
-    cursor.append(cstr!("ns"), ns);
-    let mut reply = RawDocumentBuf::new();
-    reply.append(cstr!("cursor"), cursor);
-    Ok(reply)
+    let token = crate::error::to_raw(&batch.post_batch_token)?;
+    super::read::batch_reply(
+        key,
+        batch.events.iter().map(|e| e.as_ref() as &RawDocument),
+        Some(("postBatchResumeToken", &token)),
+        id,
+        ns,
+    )
 }
 
 /// A getMore on a change-stream cursor: waits up to `maxTimeMS` for events. The cursor stays

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bson::{Bson, Document, RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf, cstr, doc};
+use bson::{Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf, doc};
 
 use crate::command::args::{Fields, as_i64, check_fields, refuse_collation};
 use crate::command::catalog::{storage_stats, target};
@@ -98,29 +98,88 @@ fn take_batch(
     out
 }
 
+/// Room left after a cursor reply for what `finish` appends (`ok`, `$clusterTime`,
+/// `operationTime`: about 150 bytes).
+const FINISH_ROOM: usize = 512;
+
 /// Builds `{cursor: {firstBatch|nextBatch: [...], id, ns}}` with the documents' bytes copied
 /// as they are.
-pub fn cursor_reply(
+pub fn cursor_reply(batch_key: &str, docs: &[Arc<RawDocumentBuf>], id: i64, ns: &str) -> Reply {
+    batch_reply(batch_key, docs.iter().map(|d| &***d), None, id, ns)
+}
+
+/// Builds `{cursor: {<batch_key>: [...], <extra>, id, ns}}`, copying each document once: the
+/// reply is written into one buffer sized up front, with room for the fields `finish`
+/// appends. (Nesting `RawDocumentBuf`s would copy a batch of megabytes once per level, and
+/// again at each doubling of each growing buffer.)
+pub fn batch_reply<'a>(
     batch_key: &str,
-    docs: &[Arc<RawDocumentBuf>],
+    docs: impl Iterator<Item = &'a RawDocument> + Clone,
+    extra: Option<(&str, &RawDocument)>,
     id: i64,
     ns: &str,
-) -> RawDocumentBuf {
-    let mut array = RawArrayBuf::new();
-    for d in docs {
-        array.push(d.as_ref() as &RawDocument);
+) -> Reply {
+    // Element sizes: type byte, key, NUL, value.
+    let array_len = 4
+        + docs
+            .clone()
+            .enumerate()
+            .map(|(i, d)| 2 + decimal_len(i) + d.as_bytes().len())
+            .sum::<usize>()
+        + 1;
+    let extra_len = extra.map_or(0, |(key, d)| 2 + key.len() + d.as_bytes().len());
+    let cursor_len = 4
+        + (2 + batch_key.len() + array_len)
+        + extra_len
+        + (2 + "id".len() + 8)
+        + (2 + "ns".len() + 4 + ns.len() + 1)
+        + 1;
+    let reply_len = 4 + (2 + "cursor".len() + cursor_len) + 1;
+    let mut out = Vec::with_capacity(reply_len + FINISH_ROOM);
+    push_len(&mut out, reply_len);
+    push_key(&mut out, 0x03, "cursor");
+    push_len(&mut out, cursor_len);
+    push_key(&mut out, 0x04, batch_key);
+    push_len(&mut out, array_len);
+    let mut key = itoa::Buffer::new();
+    for (i, d) in docs.clone().enumerate() {
+        push_key(&mut out, 0x03, key.format(i));
+        out.extend_from_slice(d.as_bytes());
     }
-    let mut cursor = RawDocumentBuf::new();
-    if batch_key == "firstBatch" {
-        cursor.append(cstr!("firstBatch"), array);
-    } else {
-        cursor.append(cstr!("nextBatch"), array);
+    out.push(0);
+    if let Some((key, d)) = extra {
+        push_key(&mut out, 0x03, key);
+        out.extend_from_slice(d.as_bytes());
     }
-    cursor.append(cstr!("id"), id);
-    cursor.append(cstr!("ns"), ns);
-    let mut reply = RawDocumentBuf::new();
-    reply.append(cstr!("cursor"), cursor);
-    reply
+    push_key(&mut out, 0x12, "id");
+    out.extend_from_slice(&id.to_le_bytes());
+    push_key(&mut out, 0x02, "ns");
+    push_len(&mut out, ns.len() + 1);
+    out.extend_from_slice(ns.as_bytes());
+    out.push(0);
+    out.push(0);
+    out.push(0);
+    debug_assert_eq!(out.len(), reply_len);
+    // The lengths above are those of the bytes written, so this cannot fail.
+    RawDocumentBuf::from_bytes(out)
+        .map_err(|e| CommandError::new(1, format!("a cursor reply could not be built: {e}")))
+}
+
+/// A BSON length prefix. Replies are bounded by the 16 MiB batch limit, far below `i32::MAX`.
+fn push_len(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(&i32::try_from(len).unwrap_or(i32::MAX).to_le_bytes());
+}
+
+/// An element's type byte and key.
+fn push_key(out: &mut Vec<u8>, element_type: u8, key: &str) {
+    out.push(element_type);
+    out.extend_from_slice(key.as_bytes());
+    out.push(0);
+}
+
+/// Digits of `i` in decimal (an array element's key).
+fn decimal_len(i: usize) -> usize {
+    i.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 /// Answers with a first batch and, if documents remain, registers a cursor for them.
@@ -158,7 +217,7 @@ pub fn open_cursor(
     } else {
         0
     };
-    Ok(cursor_reply("firstBatch", &first, id, &ns))
+    cursor_reply("firstBatch", &first, id, &ns)
 }
 
 /// `getMore`.
@@ -256,7 +315,7 @@ pub async fn get_more(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         engine.cursors.check_in(cursor);
         id
     };
-    Ok(cursor_reply("nextBatch", &batch, reply_id, &ns))
+    cursor_reply("nextBatch", &batch, reply_id, &ns)
 }
 
 /// `killCursors`.
@@ -1244,4 +1303,63 @@ fn current_ops(
         .filter(|op| all_users || !auth.is_enabled() || op.user == me)
         .map(|op| to_raw(&op.describe(&ctx.engine.config.host)).map(Arc::new))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::cstr;
+
+    /// The reply built the plain way, field by field.
+    fn nested(
+        key: &str,
+        docs: &[Arc<RawDocumentBuf>],
+        extra: Option<(&str, &RawDocument)>,
+    ) -> Vec<u8> {
+        let mut cursor = Document::new();
+        let batch: Vec<Bson> = docs
+            .iter()
+            .map(|d| Bson::Document(Document::try_from(d.as_ref() as &RawDocument).unwrap()))
+            .collect();
+        cursor.insert(key, batch);
+        if let Some((k, d)) = extra {
+            cursor.insert(k, Document::try_from(d).unwrap());
+        }
+        cursor.insert("id", 42_i64);
+        cursor.insert("ns", "db.coll");
+        to_raw(&doc! { "cursor": cursor }).unwrap().into_bytes()
+    }
+
+    #[test]
+    fn a_batch_reply_built_in_one_buffer_equals_the_nested_one_and_takes_finish_fields() {
+        let token = bson::rawdoc! { "_data": "8263" };
+        for count in [0usize, 1, 9, 10, 11, 101, 1000] {
+            let docs: Vec<Arc<RawDocumentBuf>> = (0..count)
+                .map(|i| {
+                    let mut d = RawDocumentBuf::new();
+                    d.append(cstr!("_id"), i as i64);
+                    d.append(cstr!("s"), "x".repeat(i % 37));
+                    Arc::new(d)
+                })
+                .collect();
+            for (key, extra) in [
+                ("firstBatch", None),
+                ("nextBatch", None),
+                ("nextBatch", Some(("postBatchResumeToken", token.as_ref()))),
+            ] {
+                let mut one =
+                    batch_reply(key, docs.iter().map(|d| &***d), extra, 42, "db.coll").unwrap();
+                assert_eq!(
+                    one.as_bytes(),
+                    nested(key, &docs, extra),
+                    "{count} documents, {key}"
+                );
+                one.append(cstr!("ok"), 1.0);
+                let back = Document::try_from(one.as_ref()).unwrap();
+                assert_eq!(back.get_f64("ok").unwrap(), 1.0);
+                let batch = back.get_document("cursor").unwrap().get_array(key).unwrap();
+                assert_eq!(batch.len(), count);
+            }
+        }
+    }
 }
