@@ -12,12 +12,14 @@
 //! The documentKey/eventIdentifier part mongod appends is not encoded: the position alone
 //! identifies an event here.
 
-use bson::{Bson, DateTime, Document, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp, doc};
+use std::sync::Arc;
+
+use bson::{DateTime, Document, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp, cstr, doc};
 
 use crate::engine::Engine;
 use crate::engine::namespace::Namespace;
 use crate::engine::oplog::{DdlOp, OplogEntry, OplogOp};
-use crate::error::{CommandError, to_bson, to_document, to_raw};
+use crate::error::{CommandError, to_document, to_raw};
 use crate::query::pipeline::{NoCollections, Pipeline};
 
 /// What a stream watches.
@@ -89,7 +91,13 @@ fn push_small_int(out: &mut Vec<u8>, n: u32) {
 }
 
 fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0F)]));
+    }
+    s
 }
 
 /// Encodes a token as `{_data: "<hex>"}`.
@@ -98,6 +106,22 @@ pub fn encode_token(
     uuid: Option<bson::Uuid>,
     from_invalidate: bool,
 ) -> Document {
+    doc! { "_data": token_data(position, uuid, from_invalidate) }
+}
+
+/// [`encode_token`] as raw BSON.
+fn raw_token(
+    position: Position,
+    uuid: Option<bson::Uuid>,
+    from_invalidate: bool,
+) -> RawDocumentBuf {
+    let mut d = RawDocumentBuf::new();
+    d.append(cstr!("_data"), token_data(position, uuid, from_invalidate));
+    d
+}
+
+/// A token's `_data`: the KeyString of its position, in upper-case hex.
+fn token_data(position: Position, uuid: Option<bson::Uuid>, from_invalidate: bool) -> String {
     let mut out = Vec::with_capacity(40);
     out.push(0x82);
     out.extend_from_slice(&position.ts.time.to_be_bytes());
@@ -119,7 +143,7 @@ pub fn encode_token(
         out.extend_from_slice(&uuid.bytes());
     }
     out.push(0x04);
-    doc! { "_data": hex_upper(&out) }
+    hex_upper(&out)
 }
 
 fn invalid_token(why: &str) -> CommandError {
@@ -450,24 +474,32 @@ impl ChangeStreamCursor {
             ts: entry.ts,
             op: Some(index),
         };
-        let mut base = |kind: &str, uuid: Option<bson::Uuid>| -> Document {
-            let mut d = Document::new();
-            d.insert("_id", encode_token(position, uuid, false));
-            d.insert("operationType", kind);
-            d.insert("clusterTime", entry.ts);
-            d.insert("wallTime", entry.wall);
+        // Events are built as raw BSON, their documents copied as bytes (never decoded and
+        // encoded again); DDL events, rare, are built as documents from the same head.
+        let head = |kind: &str, uuid: Option<bson::Uuid>| -> Result<RawDocumentBuf, CommandError> {
+            let mut d = RawDocumentBuf::new();
+            d.append(cstr!("_id"), raw_token(position, uuid, false));
+            d.append(cstr!("operationType"), kind);
+            d.append(cstr!("clusterTime"), entry.ts);
+            d.append(cstr!("wallTime"), entry.wall);
             if let Some(txn) = &entry.txn {
-                d.insert("lsid", txn.lsid.clone());
-                d.insert("txnNumber", txn.txn_number);
+                d.append(cstr!("lsid"), to_raw(&txn.lsid)?);
+                d.append(cstr!("txnNumber"), txn.txn_number);
             }
             if self.show_expanded
                 && let Some(u) = uuid
             {
-                d.insert("collectionUUID", u);
+                d.append(cstr!("collectionUUID"), bson::Binary::from_uuid(u));
             }
+            Ok(d)
+        };
+        let mut base = |kind: &str, uuid: Option<bson::Uuid>| to_document(&head(kind, uuid)?);
+        let ns_doc = |ns: &Namespace| {
+            let mut d = RawDocumentBuf::new();
+            d.append(cstr!("db"), ns.db.as_str());
+            d.append(cstr!("coll"), ns.coll.as_str());
             d
         };
-        let ns_doc = |ns: &Namespace| doc! { "db": ns.db.clone(), "coll": ns.coll.clone() };
         let mut out = Vec::new();
         // mongod keeps time-series measurements in `system.buckets.*` collections, which change
         // streams never report: writes to a time-series collection produce no events.
@@ -484,11 +516,14 @@ impl ChangeStreamCursor {
         match op {
             OplogOp::Noop => {}
             OplogOp::Insert { ns, uuid, doc } if self.sees(ns) => {
-                let mut d = base("insert", Some(*uuid));
-                d.insert("fullDocument", to_document(doc)?);
-                d.insert("ns", ns_doc(ns));
-                d.insert("documentKey", document_key(engine, uuid, entry.ts, doc)?);
-                out.push((to_raw(&d)?, false));
+                let mut d = head("insert", Some(*uuid))?;
+                d.append(cstr!("fullDocument"), &**doc);
+                d.append(cstr!("ns"), ns_doc(ns));
+                d.append(
+                    cstr!("documentKey"),
+                    document_key(engine, uuid, entry.ts, doc)?,
+                );
+                out.push((d, false));
             }
             OplogOp::Update {
                 ns,
@@ -500,37 +535,41 @@ impl ChangeStreamCursor {
                 description,
             } if self.sees(ns) => {
                 let kind = if *replacement { "replace" } else { "update" };
-                let mut d = base(kind, Some(*uuid));
+                let mut d = head(kind, Some(*uuid))?;
                 if *replacement {
-                    d.insert("fullDocument", to_document(after)?);
+                    d.append(cstr!("fullDocument"), &**after);
                 }
-                d.insert("ns", ns_doc(ns));
-                d.insert("documentKey", document_key(engine, uuid, entry.ts, after)?);
+                d.append(cstr!("ns"), ns_doc(ns));
+                d.append(
+                    cstr!("documentKey"),
+                    document_key(engine, uuid, entry.ts, after)?,
+                );
                 if !*replacement {
                     let desc = match description {
                         Some(desc) => desc.to_document(self.show_expanded),
                         None => crate::query::diff::update_description(before, after)
                             .to_document(self.show_expanded),
                     };
-                    d.insert("updateDescription", desc);
+                    d.append(cstr!("updateDescription"), to_raw(&desc)?);
                     match self.full_document {
                         FullDocument::Default => {}
-                        FullDocument::UpdateLookup => {
-                            d.insert("fullDocument", lookup(engine, ns, after)?);
-                        }
+                        FullDocument::UpdateLookup => match lookup(engine, ns, after) {
+                            Some(current) => d.append(cstr!("fullDocument"), &*current),
+                            None => d.append(cstr!("fullDocument"), RawBsonRef::Null),
+                        },
                         FullDocument::WhenAvailable | FullDocument::Required => {
                             if *images {
-                                d.insert("fullDocument", to_document(after)?);
+                                d.append(cstr!("fullDocument"), &**after);
                             } else if self.full_document == FullDocument::Required {
                                 return Err(missing_image("post-image"));
                             } else {
-                                d.insert("fullDocument", Bson::Null);
+                                d.append(cstr!("fullDocument"), RawBsonRef::Null);
                             }
                         }
                     }
                 }
                 self.before_image(&mut d, *images, before)?;
-                out.push((to_raw(&d)?, false));
+                out.push((d, false));
             }
             OplogOp::Delete {
                 ns,
@@ -538,11 +577,14 @@ impl ChangeStreamCursor {
                 before,
                 images,
             } if self.sees(ns) => {
-                let mut d = base("delete", Some(*uuid));
-                d.insert("ns", ns_doc(ns));
-                d.insert("documentKey", document_key(engine, uuid, entry.ts, before)?);
+                let mut d = head("delete", Some(*uuid))?;
+                d.append(cstr!("ns"), ns_doc(ns));
+                d.append(
+                    cstr!("documentKey"),
+                    document_key(engine, uuid, entry.ts, before)?,
+                );
                 self.before_image(&mut d, *images, before)?;
-                out.push((to_raw(&d)?, false));
+                out.push((d, false));
             }
             OplogOp::Ddl(ddl) => self.ddl_events(ddl, &mut base, &mut out, position)?,
             _ => {}
@@ -552,7 +594,7 @@ impl ChangeStreamCursor {
 
     fn before_image(
         &self,
-        d: &mut Document,
+        d: &mut RawDocumentBuf,
         images: bool,
         before: &RawDocumentBuf,
     ) -> Result<(), CommandError> {
@@ -560,11 +602,11 @@ impl ChangeStreamCursor {
             BeforeChange::Off => {}
             BeforeChange::WhenAvailable | BeforeChange::Required => {
                 if images {
-                    d.insert("fullDocumentBeforeChange", to_document(before)?);
+                    d.append(cstr!("fullDocumentBeforeChange"), &**before);
                 } else if self.before_change == BeforeChange::Required {
                     return Err(missing_image("pre-image"));
                 } else {
-                    d.insert("fullDocumentBeforeChange", Bson::Null);
+                    d.append(cstr!("fullDocumentBeforeChange"), RawBsonRef::Null);
                 }
             }
         }
@@ -574,7 +616,7 @@ impl ChangeStreamCursor {
     fn ddl_events(
         &self,
         ddl: &DdlOp,
-        base: &mut dyn FnMut(&str, Option<bson::Uuid>) -> Document,
+        base: &mut EventBase<'_>,
         out: &mut Vec<(RawDocumentBuf, bool)>,
         position: Position,
     ) -> Result<(), CommandError> {
@@ -598,7 +640,7 @@ impl ChangeStreamCursor {
                 id_index,
                 kind,
             } if self.show_expanded && self.sees(ns) => {
-                let mut d = base("create", Some(*uuid));
+                let mut d = base("create", Some(*uuid))?;
                 d.insert("ns", ns_doc(ns));
                 let mut description = Document::new();
                 if *kind == "view" {
@@ -616,7 +658,7 @@ impl ChangeStreamCursor {
                 if *view && !self.show_expanded {
                     return Ok(());
                 }
-                let mut d = base("drop", Some(*uuid));
+                let mut d = base("drop", Some(*uuid))?;
                 d.insert("ns", ns_doc(ns));
                 out.push((to_raw(&d)?, false));
                 if matches!(&self.scope, Scope::Collection(t) if t == ns) {
@@ -629,7 +671,7 @@ impl ChangeStreamCursor {
                 uuid,
                 drop_target,
             } if self.sees(from) || (self.show_expanded && self.sees(to)) => {
-                let mut d = base("rename", Some(*uuid));
+                let mut d = base("rename", Some(*uuid))?;
                 d.insert("ns", ns_doc(from));
                 d.insert("to", ns_doc(to));
                 if self.show_expanded {
@@ -651,7 +693,7 @@ impl ChangeStreamCursor {
                     Scope::Cluster => !crate::engine::namespace::is_internal_db(db),
                 };
                 if watched {
-                    let mut d = base("dropDatabase", None);
+                    let mut d = base("dropDatabase", None)?;
                     d.insert("ns", doc! { "db": db.clone() });
                     out.push((to_raw(&d)?, false));
                     if matches!(&self.scope, Scope::Database(_)) {
@@ -661,7 +703,7 @@ impl ChangeStreamCursor {
             }
             DdlOp::CreateIndexes { ns, uuid, indexes } if self.show_expanded && self.sees(ns) => {
                 for index in indexes {
-                    let mut d = base("createIndexes", Some(*uuid));
+                    let mut d = base("createIndexes", Some(*uuid))?;
                     d.insert("ns", ns_doc(ns));
                     d.insert("operationDescription", doc! { "indexes": [index.clone()] });
                     out.push((to_raw(&d)?, false));
@@ -669,7 +711,7 @@ impl ChangeStreamCursor {
             }
             DdlOp::DropIndexes { ns, uuid, indexes } if self.show_expanded && self.sees(ns) => {
                 for index in indexes {
-                    let mut d = base("dropIndexes", Some(*uuid));
+                    let mut d = base("dropIndexes", Some(*uuid))?;
                     d.insert("ns", ns_doc(ns));
                     d.insert("operationDescription", doc! { "indexes": [index.clone()] });
                     out.push((to_raw(&d)?, false));
@@ -680,7 +722,7 @@ impl ChangeStreamCursor {
                 uuid,
                 description,
             } if self.show_expanded && self.sees(ns) => {
-                let mut d = base("shardCollection", Some(*uuid));
+                let mut d = base("shardCollection", Some(*uuid))?;
                 d.insert("ns", ns_doc(ns));
                 d.insert("operationDescription", description.clone());
                 out.push((to_raw(&d)?, false));
@@ -691,7 +733,7 @@ impl ChangeStreamCursor {
                 description,
                 state_before,
             } if self.show_expanded && self.sees(ns) => {
-                let mut d = base("modify", Some(*uuid));
+                let mut d = base("modify", Some(*uuid))?;
                 d.insert("ns", ns_doc(ns));
                 d.insert("operationDescription", description.clone());
                 d.insert("stateBeforeChange", state_before.clone());
@@ -702,6 +744,9 @@ impl ChangeStreamCursor {
         Ok(())
     }
 }
+
+/// Builds the common fields of an event of the given type and collection.
+type EventBase<'a> = dyn FnMut(&str, Option<bson::Uuid>) -> Result<Document, CommandError> + 'a;
 
 fn missing_image(which: &str) -> CommandError {
     CommandError::new(
@@ -719,32 +764,28 @@ fn document_key(
     uuid: &bson::Uuid,
     ts: Timestamp,
     doc: &RawDocumentBuf,
-) -> Result<Document, CommandError> {
+) -> Result<RawDocumentBuf, CommandError> {
     if let Some(key) = engine
         .sharding
         .as_ref()
         .and_then(|s| s.event_shard_key(uuid, ts))
     {
-        return key.document_key(doc);
+        return to_raw(&key.document_key(doc)?);
     }
-    let id = match doc.get("_id") {
-        Ok(Some(v)) => to_bson(v)?,
-        _ => Bson::Null,
-    };
-    Ok(doc! { "_id": id })
+    let mut key = RawDocumentBuf::new();
+    match doc.get("_id") {
+        Ok(Some(id)) => key.append(cstr!("_id"), id),
+        _ => key.append(cstr!("_id"), RawBsonRef::Null),
+    }
+    Ok(key)
 }
 
-/// `fullDocument: "updateLookup"`: the current version of the document, or `null`.
-fn lookup(engine: &Engine, ns: &Namespace, after: &RawDocumentBuf) -> Result<Bson, CommandError> {
-    let Some(coll) = engine.catalog.collection(ns) else {
-        return Ok(Bson::Null);
-    };
+/// `fullDocument: "updateLookup"`: the current version of the document (`None`: `null`).
+fn lookup(engine: &Engine, ns: &Namespace, after: &RawDocumentBuf) -> Option<Arc<RawDocumentBuf>> {
+    let coll = engine.catalog.collection(ns)?;
     let key = crate::engine::collection::id_key(after);
     let data = coll.read();
-    Ok(match data.find_by_id_key(&key) {
-        Some((_, d)) => Bson::Document(to_document(d)?),
-        None => Bson::Null,
-    })
+    data.find_by_id_key(&key).map(|(_, d)| Arc::clone(d))
 }
 
 /// The `_id` (resume token) of an event.
