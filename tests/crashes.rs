@@ -40,7 +40,10 @@ fn moments() -> Vec<Moment> {
         },
         Moment {
             name: "mid-partition",
-            slow: Some(|| slow(&["insert"], 150)),
+            // Completed partitions are persisted at once, watermarks every 2 s: a partition's
+            // batches (about 11 here) must outlast that interval, or no persisted state shows
+            // one mid-way (seen under load with 150 ms per batch).
+            slow: Some(|| slow(&["insert"], 400)),
             approve_first: false,
             reached: |s| {
                 s.phase == Phase::Copying
