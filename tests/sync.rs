@@ -556,6 +556,90 @@ async fn users(server: &TestServerHandle) -> mongodb::Collection<Document> {
     client(server).await.database("shop").collection("users")
 }
 
+/// In delta mode, changes are written by ordered commands. When one stops at a refused
+/// statement, the deltas before it that matched nothing (their document is missing on the
+/// destination) are still found and fetched again, before the statements after it are resent.
+#[test]
+fn deltas_before_a_refused_statement_are_still_checked_for_missing_documents() {
+    let pair = Pair::new();
+    block_on(async {
+        users(&pair.source)
+            .await
+            .insert_many((0..10).map(|i| doc! { "_id": i, "u": i }))
+            .await
+            .unwrap();
+    });
+    pair.write_config(
+        "[options]\nupdate_mode = \"delta\"\n[cutover]\nblock_source_writes = true\nmax_lag = \"2s\"\n",
+    );
+    let apply = pair.spawn_apply(&[]);
+    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    block_on(async {
+        let destination = client(&pair.destination).await;
+        let users_d = destination.database("shop").collection::<Document>("users");
+        // The destination lacks document 5, and only it holds `u: 500`.
+        users_d.delete_one(doc! { "_id": 5 }).await.unwrap();
+        destination
+            .database("shop")
+            .run_command(doc! { "createIndexes": "users", "indexes": [{ "key": { "u": 1 }, "name": "u_1", "unique": true }] })
+            .await
+            .unwrap();
+        users_d
+            .insert_one(doc! { "_id": 999, "u": 500 })
+            .await
+            .unwrap();
+        // Hold the applier's next update, so that the three changes below reach it together.
+        pair.destination
+            .configure_fail_point(&doc! {
+                "configureFailPoint": "failCommand",
+                "mode": { "times": 1 },
+                "data": { "failCommands": ["update"], "blockConnection": true, "blockTimeMS": 1500 },
+            })
+            .unwrap();
+        users(&pair.source)
+            .await
+            .update_one(doc! { "_id": 1 }, doc! { "$set": { "v": 1 } })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // One source command: a delta on the missing document, one the unique index refuses,
+        // and one after it.
+        client(&pair.source)
+            .await
+            .database("shop")
+            .run_command(doc! { "update": "users", "updates": [
+                { "q": { "_id": 5 }, "u": { "$set": { "v": 1 } } },
+                { "q": { "_id": 6 }, "u": { "$set": { "u": 500 } } },
+                { "q": { "_id": 7 }, "u": { "$set": { "v": 1 } } },
+            ] })
+            .await
+            .unwrap();
+    });
+    let limit = Instant::now() + Duration::from_secs(60);
+    while pair.state().sync.pending.is_empty() {
+        assert!(Instant::now() < limit, "document 6 was never refused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Clear the conflict and the destination-only index, then cut over.
+    block_on(async {
+        let destination = client(&pair.destination).await;
+        let shop = destination.database("shop");
+        shop.collection::<Document>("users")
+            .delete_one(doc! { "_id": 999 })
+            .await
+            .unwrap();
+        shop.run_command(doc! { "dropIndexes": "users", "index": "u_1" })
+            .await
+            .unwrap();
+    });
+    assert_eq!(pair.run(&["cutover"]).code, 0);
+    let (code, stdout, stderr) = output_within(apply, Duration::from_secs(60), || {
+        format!("{:?}", pair.state().cutover)
+    });
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_same_clusters(&pair.source, &pair.destination);
+}
+
 /// With indexes built before the copy, a document whose unique key another document still held
 /// when the copy read it is refused by the destination. It is left to change application, which
 /// writes it once the other document's change is applied, and the migration commits.

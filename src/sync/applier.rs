@@ -689,6 +689,9 @@ async fn send(
     let mut failed = vec![false; chunk.len()];
     let destination = &ctx.destination;
     let r = Reply::new(destination.side(), &name, &reply);
+    // Where an ordered command stopped (its first error): the statements after it are sent
+    // again once those before it are checked.
+    let mut resend_from = None;
     for WriteErrorEntry {
         index,
         code,
@@ -720,15 +723,14 @@ async fn send(
             }
         }
         if ordered {
-            // An ordered command stops at its first error: write the rest again.
-            let rest: Vec<(&DestinationOp, RawDocumentBuf)> = chunk[index + 1..].to_vec();
-            if !rest.is_empty() {
-                return Box::pin(send(ctx, ns, &rest, ordered, pending, missing)).await;
-            }
+            resend_from = Some(index + 1);
+            break;
         }
     }
-    // Deltas that matched nothing: the destination lacks the document.
-    let deltas: Vec<&DestinationOp> = chunk
+    // Deltas the server ran that matched nothing: the destination lacks the document. (`n`
+    // counts only the statements that ran, those before an ordered command's error.)
+    let ran = resend_from.unwrap_or(chunk.len());
+    let deltas: Vec<&DestinationOp> = chunk[..ran]
         .iter()
         .zip(&failed)
         .filter(|((op, _), f)| !**f && matches!(op, DestinationOp::Delta { .. }))
@@ -737,7 +739,7 @@ async fn send(
     let matched = r
         .opt_u64("n")?
         .ok_or_else(|| destination.invalid_reply(&name, "`n` is missing"))?;
-    if !deltas.is_empty() && matched < chunk.len() as u64 {
+    if !deltas.is_empty() && matched < ran as u64 {
         for op in find_missing(ctx, ns, &deltas).await? {
             if let DestinationOp::Delta { ns, id, source, .. } = op {
                 missing.push(DestinationOp::Refetch {
@@ -747,6 +749,12 @@ async fn send(
                 });
             }
         }
+    }
+    if let Some(from) = resend_from
+        && from < chunk.len()
+    {
+        let rest: Vec<(&DestinationOp, RawDocumentBuf)> = chunk[from..].to_vec();
+        return Box::pin(send(ctx, ns, &rest, ordered, pending, missing)).await;
     }
     Ok(())
 }
