@@ -556,12 +556,8 @@ async fn users(server: &TestServerHandle) -> mongodb::Collection<Document> {
     client(server).await.database("shop").collection("users")
 }
 
-/// In delta mode, changes are written by ordered commands. When one stops at a refused
-/// statement, the deltas before it that matched nothing (their document is missing on the
-/// destination) are still found and fetched again, before the statements after it are resent.
-#[test]
-fn deltas_before_a_refused_statement_are_still_checked_for_missing_documents() {
-    let pair = Pair::new();
+/// Ten users `{_id: i, u: i}` on the source, and `apply` with `config` running until ready.
+fn ready_with_users(pair: &Pair, config: &str) -> Child {
     block_on(async {
         users(&pair.source)
             .await
@@ -569,11 +565,22 @@ fn deltas_before_a_refused_statement_are_still_checked_for_missing_documents() {
             .await
             .unwrap();
     });
-    pair.write_config(
-        "[options]\nupdate_mode = \"delta\"\n[cutover]\nblock_source_writes = true\nmax_lag = \"2s\"\n",
-    );
+    pair.write_config(config);
     let apply = pair.spawn_apply(&[]);
     pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    apply
+}
+
+/// In delta mode, changes are written by ordered commands. When one stops at a refused
+/// statement, the deltas before it that matched nothing (their document is missing on the
+/// destination) are still found and fetched again, before the statements after it are resent.
+#[test]
+fn deltas_before_a_refused_statement_are_still_checked_for_missing_documents() {
+    let pair = Pair::new();
+    let apply = ready_with_users(
+        &pair,
+        "[options]\nupdate_mode = \"delta\"\n[cutover]\nblock_source_writes = true\nmax_lag = \"2s\"\n",
+    );
     block_on(async {
         let destination = client(&pair.destination).await;
         let users_d = destination.database("shop").collection::<Document>("users");
@@ -710,16 +717,7 @@ fn a_unique_conflict_in_the_copy_is_resolved_by_change_application() {
 #[test]
 fn a_conflict_only_the_destination_has_calls_the_cutover_off() {
     let pair = Pair::new();
-    block_on(async {
-        users(&pair.source)
-            .await
-            .insert_many((0..10).map(|i| doc! { "_id": i, "u": i }))
-            .await
-            .unwrap();
-    });
-    pair.write_config(BLOCKING);
-    let apply = pair.spawn_apply(&[]);
-    pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
+    let apply = ready_with_users(&pair, BLOCKING);
     block_on(async {
         client(&pair.destination)
             .await
