@@ -133,7 +133,8 @@ pub struct OptionsSpec {
     pub update_mode: UpdateMode,
 
     /// Write concern of every write to the destination: `"majority"` (default), a number of
-    /// nodes, or a table `{ w = "majority", journal = true, timeout = "30s" }`.
+    /// nodes (at least 1: unacknowledged writes are refused), or a table
+    /// `{ w = "majority", journal = true, timeout = "30s" }`.
     #[serde(default)]
     pub write_concern: WriteConcernSpec,
 

@@ -129,6 +129,34 @@ fn semantic_problems_are_collected_together() {
 }
 
 #[test]
+fn unacknowledged_writes_are_refused_in_both_forms() {
+    for (options, key) in [
+        ("write_concern = 0", "options.write_concern"),
+        ("write_concern = { w = 0 }", "options.write_concern.w"),
+    ] {
+        let report = check(&minimal(&format!("[options]\n{options}\n"))).unwrap_err();
+        let found: Vec<_> = problems(&report)
+            .into_iter()
+            .map(|(c, k, _)| (c, k))
+            .collect();
+        assert_eq!(
+            found,
+            vec![("config.out_of_range", key.to_owned())],
+            "{options}"
+        );
+    }
+    for options in [
+        "write_concern = 1",
+        "write_concern = { w = 2, journal = true }",
+    ] {
+        assert!(
+            check(&minimal(&format!("[options]\n{options}\n"))).is_ok(),
+            "{options}"
+        );
+    }
+}
+
+#[test]
 fn endpoints_need_exactly_one_connection_string() {
     let none = "version = 1\n[source]\ntls_allow_invalid_certificates = false\n[destination]\nuri = \"mongodb://d:1/\"\n";
     let report = check(none).unwrap_err();

@@ -16,6 +16,7 @@ use super::endpoint::{ConnectionUri, Endpoint, TlsSettings, UriOrigin};
 use super::interpolate::{Environment, read_secret_file};
 use super::model::{
     ApprovalPolicy, CopySpec, EndpointSpec, FORMAT_VERSION, NotifyCommand, ShardKeyKind,
+    WriteConcernSpec, WriteConcernW,
 };
 use super::resolved::{Config, Cutover, DEFAULT_RETRY_FOR, Options, ShardCollection};
 use crate::cluster::driver_message;
@@ -414,6 +415,26 @@ fn check_options(c: &mut Checker<'_, '_>) -> Option<Options> {
     }
 
     ok &= check_copy(c, &spec.copy);
+
+    // `w: 0` is an unacknowledged write: the server replies before (or without) writing, so
+    // neither a refused document nor a lost write could be seen, and a checkpoint could run
+    // ahead of the data.
+    let unacknowledged = match &spec.write_concern {
+        WriteConcernSpec::Nodes(0) => Some(at.key("write_concern")),
+        WriteConcernSpec::Full(t) if t.w == WriteConcernW::Nodes(0) => {
+            Some(at.key("write_concern").key("w"))
+        }
+        _ => None,
+    };
+    if let Some(key) = unacknowledged {
+        ok = false;
+        c.error(
+            "config.out_of_range",
+            key,
+            "write_concern w is 0 (unacknowledged writes)".to_owned(),
+            "use \"majority\" or a number of nodes of at least 1: every destination write must be acknowledged",
+        );
+    }
 
     let mut sharding = Vec::new();
     let mut seen = BTreeSet::new();
