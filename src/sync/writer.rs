@@ -134,6 +134,61 @@ fn ids_at(documents: &RawArray, indexes: &[usize]) -> Vec<Option<Bson>> {
     ids
 }
 
+/// One refused statement of a write command's reply.
+#[derive(Debug, PartialEq)]
+pub struct WriteErrorEntry {
+    /// The statement's position in the command.
+    pub index: usize,
+    /// Server code.
+    pub code: i32,
+    /// Server message.
+    pub message: String,
+    /// A duplicate key on `_id` (`keyPattern` is `{_id: 1}`), not on a secondary unique index.
+    pub on_id: bool,
+}
+
+/// The `writeErrors` of a reply to a command of `statements` statements. An error that names
+/// no statement sent, or has no code, makes the reply invalid: a refusal this cannot place
+/// would be a change silently lost.
+pub fn write_errors(
+    r: &Reply<'_>,
+    statements: usize,
+) -> Result<Vec<WriteErrorEntry>, ClusterError> {
+    let Some(errors) = r.opt_array("writeErrors")? else {
+        return Ok(Vec::new());
+    };
+    let mut entries = Vec::with_capacity(errors.len());
+    for e in errors {
+        let Bson::Document(e) = e else {
+            return Err(r.invalid("a writeErrors element is not a document"));
+        };
+        let e = r.nested(e);
+        let index = e
+            .opt_u64("index")?
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < statements)
+            .ok_or_else(|| {
+                r.invalid(format!(
+                    "a write error names no statement of the {statements} sent"
+                ))
+            })?;
+        let code = e
+            .opt_i32("code")?
+            .ok_or_else(|| r.invalid("a write error has no `code`"))?;
+        let message = e.opt_str("errmsg")?.unwrap_or_default().to_owned();
+        let on_id = e
+            .opt_doc("keyPattern")?
+            .is_some_and(|k| k.keys().eq(["_id"]));
+        entries.push(WriteErrorEntry {
+            index,
+            code,
+            message,
+            on_id,
+        });
+    }
+    Ok(entries)
+}
+
 /// Room left in a batch command for what is appended after its documents (the array's own
 /// key, and the run tag `Cluster::run_raw` adds as `comment`).
 const APPENDED_FIELDS: usize = 1024;
@@ -179,28 +234,19 @@ pub async fn insert_batch(
         });
     };
     // Every refusal must be a duplicate key; then check which refused `_id`s are present.
+    let statements = documents.into_iter().count();
     let mut refusals: Vec<(usize, String)> = Vec::with_capacity(errors.len());
-    for error in errors {
-        let Bson::Document(error) = error else {
-            return Err(cluster.invalid_reply(&name, "a writeErrors element is not a document"));
-        };
-        let error = reply.nested(error);
-        let code = error.opt_i32("code")?;
-        let message = error.opt_str("errmsg")?.unwrap_or_default().to_owned();
-        if code != Some(codes::DUPLICATE_KEY) {
+    for error in write_errors(&reply, statements)? {
+        if error.code != codes::DUPLICATE_KEY {
             return Err(ClusterError::Command {
                 side: cluster.side(),
                 command: name.clone(),
-                code,
+                code: Some(error.code),
                 labels: Vec::new(),
-                message,
+                message: error.message,
             });
         }
-        let index = error
-            .opt_u64("index")?
-            .and_then(|i| usize::try_from(i).ok())
-            .ok_or_else(|| cluster.invalid_reply(&name, "a write error has no `index`"))?;
-        refusals.push((index, message));
+        refusals.push((error.index, error.message));
     }
     refusals.sort_by_key(|(index, _)| *index);
     let indexes: Vec<usize> = refusals.iter().map(|(index, _)| *index).collect();
@@ -258,7 +304,54 @@ async fn existing_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Side;
     use bson::rawdoc;
+
+    fn parse(reply: &Document, statements: usize) -> Result<Vec<WriteErrorEntry>, String> {
+        let r = Reply::new(Side::Destination, "update a.b", reply);
+        write_errors(&r, statements).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn write_errors_place_each_refusal_and_tell_an_id_duplicate_from_a_unique_index() {
+        let reply = doc! {
+            "n": 1, "ok": 1,
+            "writeErrors": [
+                {"index": 0, "code": 11000, "errmsg": "dup", "keyPattern": {"email": 1}},
+                {"index": 2_i64, "code": 11000, "errmsg": "dup id", "keyPattern": {"_id": 1}},
+            ],
+        };
+        let entries = parse(&reply, 3).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            (entries[0].index, entries[0].code, entries[0].on_id),
+            (0, 11000, false)
+        );
+        assert_eq!((entries[1].index, entries[1].on_id), (2, true));
+        assert_eq!(entries[1].message, "dup id");
+        assert!(parse(&doc! {"n": 3, "ok": 1}, 3).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_write_error_that_names_no_statement_or_code_makes_the_reply_invalid() {
+        for (error, expected) in [
+            (doc! {"code": 11000}, "names no statement of the 2 sent"),
+            (
+                doc! {"index": 2, "code": 11000},
+                "names no statement of the 2 sent",
+            ),
+            (doc! {"index": -1, "code": 11000}, "`index`"),
+            (doc! {"index": 1}, "has no `code`"),
+            (doc! {"index": 1, "code": "E11000"}, "`code`"),
+        ] {
+            let reply = doc! {"n": 0, "ok": 1, "writeErrors": [error.clone()]};
+            let e = parse(&reply, 2).unwrap_err();
+            assert!(e.contains(expected), "{error}: {e}");
+            assert!(e.contains("update a.b"), "{e}");
+        }
+        let e = parse(&doc! {"ok": 1, "writeErrors": [1]}, 2).unwrap_err();
+        assert!(e.contains("not a document"), "{e}");
+    }
 
     #[test]
     fn write_concerns_become_the_command_field() {
