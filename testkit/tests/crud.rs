@@ -644,3 +644,128 @@ async fn dropping_a_collection_kills_its_open_find_cursors() {
     };
     assert_eq!((c.code, c.code_name.as_str()), (175, "QueryPlanKilled"));
 }
+
+/// The ids of a cursor reply's batch (`firstBatch` or `nextBatch`) and its cursor id.
+fn batch_ids(reply: &Document, key: &str) -> (Vec<Bson>, i64) {
+    let cursor = reply.get_document("cursor").unwrap();
+    let ids = cursor
+        .get_array(key)
+        .unwrap()
+        .iter()
+        .map(|d| d.as_document().unwrap().get("_id").unwrap().clone())
+        .collect();
+    (ids, cursor.get_i64("id").unwrap())
+}
+
+#[tokio::test]
+async fn find_cursors_read_on_from_their_position_like_mongod_scans() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    let coll = db.collection::<Document>("c");
+    coll.insert_many((0..10).map(|i| doc! {"_id": i, "odd": i % 2 == 1, "pad": "x"}))
+        .await
+        .unwrap();
+
+    // An `_id` range: writes ahead of the position are seen, writes behind it and past `max`
+    // are not, and nothing comes twice.
+    let reply = db
+        .run_command(doc! {
+            "find": "c", "hint": {"_id": 1}, "min": {"_id": 2}, "max": {"_id": 50},
+            "batchSize": 3,
+        })
+        .await
+        .unwrap();
+    let (first, id) = batch_ids(&reply, "firstBatch");
+    assert_eq!(first, vec![Bson::Int32(2), Bson::Int32(3), Bson::Int32(4)]);
+    assert_ne!(id, 0);
+    coll.insert_many([doc! {"_id": 2.5}, doc! {"_id": 7.5}, doc! {"_id": 60}])
+        .await
+        .unwrap();
+    coll.delete_one(doc! {"_id": 5}).await.unwrap();
+    coll.update_one(doc! {"_id": 4}, doc! {"$set": {"pad": "y"}})
+        .await
+        .unwrap();
+    let more = db
+        .run_command(doc! {"getMore": id, "collection": "c"})
+        .await
+        .unwrap();
+    let (rest, id) = batch_ids(&more, "nextBatch");
+    let expected = [6.0, 7.0, 7.5, 8.0, 9.0];
+    assert_eq!(
+        rest.iter()
+            .map(|b| b.as_f64().or(b.as_i32().map(f64::from)).unwrap())
+            .collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(id, 0, "the range is exhausted");
+
+    // Natural order with a filter, skip, limit and a projection, across batches.
+    let reply = db
+        .run_command(doc! {
+            "find": "c", "filter": {"odd": true}, "skip": 1, "limit": 3,
+            "projection": {"pad": 0}, "batchSize": 2,
+        })
+        .await
+        .unwrap();
+    let cursor = reply.get_document("cursor").unwrap();
+    let batch = cursor.get_array("firstBatch").unwrap();
+    assert_eq!(
+        batch,
+        &vec![
+            Bson::Document(doc! {"_id": 3, "odd": true}),
+            Bson::Document(doc! {"_id": 7, "odd": true}),
+        ]
+    );
+    let id = cursor.get_i64("id").unwrap();
+    let more = db
+        .run_command(doc! {"getMore": id, "collection": "c"})
+        .await
+        .unwrap();
+    assert_eq!(
+        batch_ids(&more, "nextBatch"),
+        (vec![Bson::Int32(9)], 0),
+        "the limit ends the cursor"
+    );
+
+    // `batchSize: 0` opens a cursor before reading anything.
+    let reply = db
+        .run_command(doc! {"find": "c", "hint": {"_id": 1}, "batchSize": 0})
+        .await
+        .unwrap();
+    let (first, id) = batch_ids(&reply, "firstBatch");
+    assert!(first.is_empty());
+    assert_ne!(id, 0);
+    let more = db
+        .run_command(doc! {"getMore": id, "collection": "c"})
+        .await
+        .unwrap();
+    assert_eq!(batch_ids(&more, "nextBatch").0.len(), 12);
+}
+
+#[tokio::test]
+async fn a_scan_batch_stops_at_16_mib() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    let coll = db.collection::<Document>("big");
+    let pad = "x".repeat(1024 * 1024);
+    for i in 0..20 {
+        coll.insert_one(doc! {"_id": i, "pad": &pad}).await.unwrap();
+    }
+    let reply = db
+        .run_command(doc! {"find": "big", "hint": {"_id": 1}, "batchSize": 100})
+        .await
+        .unwrap();
+    let (first, id) = batch_ids(&reply, "firstBatch");
+    // Each document is a little over 1 MiB: fifteen fit in 16 MiB.
+    assert_eq!(first.len(), 15);
+    let more = db
+        .run_command(doc! {"getMore": id, "collection": "big"})
+        .await
+        .unwrap();
+    let (rest, id) = batch_ids(&more, "nextBatch");
+    assert_eq!(id, 0);
+    let all: Vec<Bson> = first.into_iter().chain(rest).collect();
+    assert_eq!(all, (0..20).map(Bson::Int32).collect::<Vec<_>>());
+}

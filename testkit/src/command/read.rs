@@ -1,10 +1,13 @@
 //! Read commands and cursors: `find`, `getMore`, `killCursors`, `count`, `distinct`,
 //! `aggregate`.
 //!
-//! Results are computed when the command runs (a consistent snapshot, like a snapshot read)
-//! and handed out in batches: 101 documents or 16 MiB in a first batch by default, up to 16 MiB
-//! per getMore. Documents without a projection are shared with storage and copied into the
-//! reply bytes as they are, never re-encoded.
+//! A `find` in natural order, or in `_id` order through the `_id` index (as the `hint` that
+//! `min`/`max` require selects), reads its collection a batch at a time, as mongod's
+//! collection and index scans do (see [`crate::engine::scan::Scan`]). Other results (sorts,
+//! secondary indexes, aggregations) are computed when the command runs, as a consistent
+//! snapshot. Either way they are handed out in batches: 101 documents or 16 MiB in a first
+//! batch by default, up to 16 MiB per getMore. Documents without a projection are shared with
+//! storage and copied into the reply bytes as they are, never re-encoded.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use crate::engine::collection::CollectionData;
 use crate::engine::cursor::{Cursor, CursorSource};
 use crate::engine::namespace::Namespace;
 use crate::engine::oplog_view;
-use crate::engine::scan::matching;
+use crate::engine::scan::{Scan, ScanOrder, matching};
 use crate::error::{CommandError, to_document, to_raw};
 use crate::query::Direction;
 use crate::query::expr::Variables;
@@ -195,9 +198,45 @@ pub fn open_cursor(
         &mut queue,
         Some(options.batch_size.unwrap_or(DEFAULT_FIRST_BATCH)),
     );
+    let more = !queue.is_empty() || options.tailable;
+    answer_first(
+        ctx,
+        request,
+        &first,
+        more.then_some(CursorSource::Documents(queue)),
+        (db, coll),
+        options,
+    )
+}
+
+/// Answers with the first batch of a [`Scan`] of `data` and, unless it is over, registers a
+/// cursor that goes on with it.
+fn open_scan(
+    ctx: &mut Ctx<'_>,
+    request: &Request,
+    mut scan: Scan,
+    data: &CollectionData,
+    (db, coll): (&str, &str),
+    options: CursorOptions,
+) -> Reply {
+    let count = options.batch_size.unwrap_or(DEFAULT_FIRST_BATCH);
+    let (first, over) = scan.next_batch(data, count, MAX_BATCH_BYTES)?;
+    let rest = (!over).then(|| CursorSource::Scan(Box::new(scan)));
+    answer_first(ctx, request, &first, rest, (db, coll), options)
+}
+
+/// The reply to a cursor-opening command: `first`, and a cursor registered for `rest` (or, with
+/// `batchSize: 0`, for nothing yet, as mongod opens one before it has run the query).
+fn answer_first(
+    ctx: &mut Ctx<'_>,
+    request: &Request,
+    first: &[Arc<RawDocumentBuf>],
+    rest: Option<CursorSource>,
+    (db, coll): (&str, &str),
+    options: CursorOptions,
+) -> Reply {
     let ns = format!("{db}.{coll}");
-    let keep_open = !options.single_batch
-        && (!queue.is_empty() || options.tailable || options.batch_size == Some(0));
+    let keep_open = !options.single_batch && (rest.is_some() || options.batch_size == Some(0));
     let id = if keep_open {
         let engine = ctx.engine;
         let id = engine.cursors.new_id();
@@ -205,7 +244,7 @@ pub fn open_cursor(
             id,
             db: db.to_string(),
             coll: coll.to_string(),
-            source: CursorSource::Documents(queue),
+            source: rest.unwrap_or_else(|| CursorSource::Documents(VecDeque::new())),
             lsid: request.lsid_bytes.clone(),
             await_data: options.await_data,
             tailable: options.tailable,
@@ -217,7 +256,7 @@ pub fn open_cursor(
     } else {
         0
     };
-    cursor_reply("firstBatch", &first, id, &ns)
+    cursor_reply("firstBatch", first, id, &ns)
 }
 
 /// `getMore`.
@@ -305,6 +344,24 @@ pub async fn get_more(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         CursorSource::Documents(queue) => {
             let batch = take_batch(queue, batch_size);
             (batch, queue.is_empty() && !cursor.tailable)
+        }
+        CursorSource::Scan(scan) => {
+            let next = match &cursor.origin {
+                Some(coll) => scan.next_batch(
+                    &coll.read(),
+                    batch_size.unwrap_or(usize::MAX),
+                    MAX_BATCH_BYTES,
+                ),
+                None => Err(CommandError::new(1, "a scan cursor has no collection")),
+            };
+            match next {
+                Ok(next) => next,
+                Err(e) => {
+                    // mongod kills a cursor whose getMore fails.
+                    engine.cursors.release(id);
+                    return Err(e);
+                }
+            }
         }
         CursorSource::ChangeStream(_) => (Vec::new(), true),
     };
@@ -549,12 +606,72 @@ pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             out.into_iter().map(Arc::new).collect()
         }
         Some(Entry::Collection(coll)) => {
-            let docs = find_in_collection(&coll.read(), &args)?;
-            options.origin = Some(coll);
-            docs
+            options.origin = Some(Arc::clone(&coll));
+            let data = coll.read();
+            if let Some(order) = scan_order(&data, &args)? {
+                let scan = Scan {
+                    order,
+                    filter: args.filter,
+                    projection: args.projection,
+                    skip: args.skip,
+                    remaining: args.limit,
+                };
+                return open_scan(ctx, request, scan, &data, (&ns.db, &ns.coll), options);
+            }
+            find_in_collection(&data, &args)?
         }
     };
     open_cursor(ctx, request, docs, &ns.db, &ns.coll, options)
+}
+
+/// The order of a `find` that reads its collection a batch at a time: the `_id` index
+/// ascending when hinted (bounded by `min`/`max`), natural order when unhinted and unsorted;
+/// `None` for what is answered at once (sorts, secondary indexes, descending scans, a filter
+/// that pins `_id`).
+fn scan_order(
+    data: &CollectionData,
+    args: &FindArgs<'_>,
+) -> Result<Option<ScanOrder>, CommandError> {
+    let sort_keys = args.sort.as_ref().map(|s| {
+        (
+            s.natural(),
+            s.keys().iter().map(|k| (k.path.as_str(), k.direction)),
+        )
+    });
+    match args.hint {
+        Some(hint) => {
+            if resolve_hint(data, hint)? != Some(None) {
+                return Ok(None);
+            }
+            let ascending = !matches!(hint, RawBsonRef::Document(d) if matches!(d.get("_id"), Ok(Some(v)) if as_i64(v).is_some_and(|n| n < 0)));
+            let by_id = match sort_keys {
+                None => true,
+                Some((natural, mut keys)) => {
+                    natural.is_none()
+                        && keys.next() == Some(("_id", Direction::Ascending))
+                        && keys.next().is_none()
+                }
+            };
+            if !ascending || !by_id {
+                return Ok(None);
+            }
+            let id_pattern = [("_id".to_string(), Direction::Ascending)];
+            Ok(Some(ScanOrder::Id {
+                min: args.min.map(|m| encode_bound(m, &id_pattern)).transpose()?,
+                max: args.max.map(|m| encode_bound(m, &id_pattern)).transpose()?,
+                after: None,
+            }))
+        }
+        None => {
+            let natural = match sort_keys {
+                None => true,
+                Some((natural, _)) => natural == Some(Direction::Ascending),
+            };
+            let point = !data.options.timeseries && args.filter.id_value().is_some();
+            let bounded = args.min.is_some() || args.max.is_some();
+            Ok((natural && !point && !bounded).then_some(ScanOrder::Natural { after: None }))
+        }
+    }
 }
 
 fn project_all(
@@ -1116,11 +1233,11 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
                 (docs.into_iter().map(Arc::new).collect(), pipeline.clone())
             }
             Some(Entry::Collection(coll)) => {
-                let docs: Vec<Arc<RawDocumentBuf>> = coll
-                    .read()
-                    .documents()
-                    .map(|(_, d)| Arc::clone(d))
-                    .collect();
+                let data = coll.read();
+                let docs = match pipeline.stages().first() {
+                    Some(stage) if stage.name() == "$sample" => sample_records(&data, stage.spec()),
+                    _ => data.documents().map(|(_, d)| Arc::clone(d)).collect(),
+                };
                 (docs, pipeline.clone())
             }
         }
@@ -1184,11 +1301,7 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 /// before the pipeline runs (as mongod reads a leading `$sample` with a random cursor instead
 /// of evaluating every document); the stage itself then keeps them all, in random order.
 fn presample(input: Vec<Arc<RawDocumentBuf>>, stage: &RawDocument) -> Vec<Arc<RawDocumentBuf>> {
-    let size = match stage.get("$sample") {
-        Ok(Some(RawBsonRef::Document(d))) => d.get("size").ok().flatten().and_then(as_i64),
-        _ => None,
-    };
-    match size.and_then(|n| usize::try_from(n).ok()) {
+    match sample_size(stage) {
         Some(n) if n < input.len() => rand::seq::index::sample(&mut rand::rng(), input.len(), n)
             .into_iter()
             .map(|i| Arc::clone(&input[i]))
@@ -1196,6 +1309,40 @@ fn presample(input: Vec<Arc<RawDocumentBuf>>, stage: &RawDocument) -> Vec<Arc<Ra
         // Invalid sizes are the stage's to report.
         _ => input,
     }
+}
+
+/// The input of a pipeline that starts with `$sample` (`stage`) on a collection: only the
+/// sampled documents when the sample is smaller than the collection, picked in one walk
+/// (rather than every document of a large collection held for a few).
+fn sample_records(data: &CollectionData, stage: &RawDocument) -> Vec<Arc<RawDocumentBuf>> {
+    let count = data.count();
+    match sample_size(stage) {
+        Some(n) if n < count => {
+            let mut picks = rand::seq::index::sample(&mut rand::rng(), count, n).into_vec();
+            picks.sort_unstable();
+            let mut picks = picks.into_iter().peekable();
+            let mut out = Vec::with_capacity(n);
+            for (i, (_, doc)) in data.documents().enumerate() {
+                if picks.next_if_eq(&i).is_some() {
+                    out.push(Arc::clone(doc));
+                }
+                if picks.peek().is_none() {
+                    break;
+                }
+            }
+            out
+        }
+        _ => data.documents().map(|(_, d)| Arc::clone(d)).collect(),
+    }
+}
+
+/// The `size` of a `$sample` stage, when it is a valid one.
+fn sample_size(stage: &RawDocument) -> Option<usize> {
+    let size = match stage.get("$sample") {
+        Ok(Some(RawBsonRef::Document(d))) => d.get("size").ok().flatten().and_then(as_i64),
+        _ => None,
+    };
+    size.and_then(|n| usize::try_from(n).ok())
 }
 
 /// The namespace an `$out` stage writes to (`"coll"` or `{db, coll}`).

@@ -7,6 +7,7 @@
 //! in [`super::index`]. Each collection has its own `RwLock`, held only for in-memory work.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bson::{Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf, cstr};
@@ -299,17 +300,50 @@ impl CollectionData {
         min: Option<&[u8]>,
         max: Option<&[u8]>,
     ) -> impl DoubleEndedIterator<Item = (RecordId, &Arc<RawDocumentBuf>)> {
-        use std::ops::Bound;
-        let lo = min.map_or(Bound::Unbounded, |m| Bound::Included(m.to_vec()));
-        let hi = max.map_or(Bound::Unbounded, |m| Bound::Excluded(m.to_vec()));
-        let range = if matches!((&lo, &hi), (Bound::Included(a), Bound::Excluded(b)) if a > b) {
-            // An empty range; BTreeMap::range panics on inverted bounds.
-            self.id_index
-                .range::<Vec<u8>, _>((Bound::Excluded(Vec::new()), Bound::Excluded(Vec::new())))
-        } else {
-            self.id_index.range::<Vec<u8>, _>((lo, hi))
+        let lo = min.map_or(Bound::Unbounded, Bound::Included);
+        self.id_keys(lo, max)
+            .filter_map(|(_, rid)| self.records.get(rid).map(|d| (*rid, d)))
+    }
+
+    /// Documents in `_id` order with their `_id` KeyStrings, from `lower` to `max`
+    /// (exclusive).
+    pub fn id_entries<'a>(
+        &'a self,
+        lower: Bound<&[u8]>,
+        max: Option<&[u8]>,
+    ) -> impl Iterator<Item = (&'a [u8], &'a Arc<RawDocumentBuf>)> {
+        self.id_keys(lower, max)
+            .filter_map(|(key, rid)| self.records.get(rid).map(|d| (key.as_slice(), d)))
+    }
+
+    /// The `_id` index between `lower` and `max` (exclusive); empty when the bounds cross
+    /// (`BTreeMap::range` panics on them).
+    fn id_keys(
+        &self,
+        lower: Bound<&[u8]>,
+        max: Option<&[u8]>,
+    ) -> std::collections::btree_map::Range<'_, Vec<u8>, RecordId> {
+        let upper = max.map_or(Bound::Unbounded, Bound::Excluded);
+        let crossed = match (lower, upper) {
+            (Bound::Included(a), Bound::Excluded(b)) => a > b,
+            (Bound::Excluded(a), Bound::Excluded(b)) => a >= b,
+            _ => false,
         };
-        range.filter_map(|(_, rid)| self.records.get(rid).map(|d| (*rid, d)))
+        if crossed {
+            // Start == end with one bound included is an empty range that does not panic.
+            return self
+                .id_index
+                .range::<[u8], _>((Bound::Included(&[][..]), Bound::Excluded(&[][..])));
+        }
+        self.id_index.range::<[u8], _>((lower, upper))
+    }
+
+    /// Documents in natural order from `lower`.
+    pub fn records_from(
+        &self,
+        lower: Bound<RecordId>,
+    ) -> impl Iterator<Item = (&RecordId, &Arc<RawDocumentBuf>)> {
+        self.records.range((lower, Bound::Unbounded))
     }
 
     /// The record ids of a secondary index between two keys (inclusive min, exclusive max).

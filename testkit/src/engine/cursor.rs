@@ -25,6 +25,9 @@ pub enum CursorSource {
     /// documents are shared with storage where no projection applied, so a cursor over a
     /// large collection costs a pointer per document, not a copy.
     Documents(VecDeque<Arc<RawDocumentBuf>>),
+    /// A `find` reading its collection a batch at a time (the collection is the cursor's
+    /// `origin`).
+    Scan(Box<crate::engine::scan::Scan>),
     /// A change stream reading the oplog.
     ChangeStream(Box<crate::engine::change_stream::ChangeStreamCursor>),
 }
