@@ -769,3 +769,95 @@ async fn a_scan_batch_stops_at_16_mib() {
     let all: Vec<Bson> = first.into_iter().chain(rest).collect();
     assert_eq!(all, (0..20).map(Bson::Int32).collect::<Vec<_>>());
 }
+
+/// The code of a failed command.
+fn command_code(err: &mongodb::error::Error) -> i32 {
+    match err.kind.as_ref() {
+        ErrorKind::Command(c) => c.code,
+        _ => panic!("expected a command error, got {err:?}"),
+    }
+}
+
+#[tokio::test]
+async fn scans_end_as_on_mongod_when_their_collection_is_renamed_replaced_or_overrun() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    let open = |coll: &'static str| {
+        let db = db.clone();
+        async move {
+            let reply = db
+                .run_command(doc! {"find": coll, "hint": {"_id": 1}, "batchSize": 1})
+                .await
+                .unwrap();
+            let (_, id) = batch_ids(&reply, "firstBatch");
+            assert_ne!(id, 0);
+            id
+        }
+    };
+    let get_more = |id: i64, coll: &'static str| {
+        let db = db.clone();
+        async move {
+            db.run_command(doc! {"getMore": id, "collection": coll})
+                .await
+        }
+    };
+    for name in ["renamed", "replaced", "source"] {
+        db.collection::<Document>(name)
+            .insert_many((0..5).map(|i| doc! {"_id": i}))
+            .await
+            .unwrap();
+    }
+
+    // A rename within the database ends the cursors on the old name: 175 QueryPlanKilled.
+    let id = open("renamed").await;
+    client
+        .database("admin")
+        .run_command(doc! {"renameCollection": "db.renamed", "to": "db.elsewhere"})
+        .await
+        .unwrap();
+    assert_eq!(
+        command_code(&get_more(id, "renamed").await.unwrap_err()),
+        175
+    );
+
+    // `$out` replacing a collection's contents ends its cursors too.
+    let id = open("replaced").await;
+    db.collection::<Document>("source")
+        .aggregate(vec![doc! {"$out": "replaced"}])
+        .await
+        .unwrap();
+    assert_eq!(
+        command_code(&get_more(id, "replaced").await.unwrap_err()),
+        175
+    );
+
+    // A natural-order scan of a capped collection whose position was overwritten: 136.
+    db.create_collection("capped")
+        .capped(true)
+        .size(1_000_000)
+        .max(3)
+        .await
+        .unwrap();
+    let capped = db.collection::<Document>("capped");
+    capped
+        .insert_many((0..3).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let reply = db
+        .run_command(doc! {"find": "capped", "batchSize": 1})
+        .await
+        .unwrap();
+    let (first, id) = batch_ids(&reply, "firstBatch");
+    assert_eq!(first, vec![Bson::Int32(0)]);
+    capped
+        .insert_many((3..6).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    assert_eq!(
+        command_code(&get_more(id, "capped").await.unwrap_err()),
+        136
+    );
+    // The cursor is gone after its failed getMore.
+    assert_eq!(command_code(&get_more(id, "capped").await.unwrap_err()), 43);
+}

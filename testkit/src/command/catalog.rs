@@ -733,6 +733,7 @@ pub fn rename_collection(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     // Within a database the collection keeps its UUID; across databases mongod copies it
     // into a new collection with a new UUID.
     let moved = if from.db == to.db {
+        source.write().epoch += 1;
         Arc::clone(&source)
     } else {
         let mut old = source.write();

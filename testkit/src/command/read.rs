@@ -209,22 +209,6 @@ pub fn open_cursor(
     )
 }
 
-/// Answers with the first batch of a [`Scan`] of `data` and, unless it is over, registers a
-/// cursor that goes on with it.
-fn open_scan(
-    ctx: &mut Ctx<'_>,
-    request: &Request,
-    mut scan: Scan,
-    data: &CollectionData,
-    (db, coll): (&str, &str),
-    options: CursorOptions,
-) -> Reply {
-    let count = options.batch_size.unwrap_or(DEFAULT_FIRST_BATCH);
-    let (first, over) = scan.next_batch(data, count, MAX_BATCH_BYTES)?;
-    let rest = (!over).then(|| CursorSource::Scan(Box::new(scan)));
-    answer_first(ctx, request, &first, rest, (db, coll), options)
-}
-
 /// The reply to a cursor-opening command: `first`, and a cursor registered for `rest` (or, with
 /// `batchSize: 0`, for nothing yet, as mongod opens one before it has run the query).
 fn answer_first(
@@ -609,14 +593,19 @@ pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             options.origin = Some(Arc::clone(&coll));
             let data = coll.read();
             if let Some(order) = scan_order(&data, &args)? {
-                let scan = Scan {
+                let mut scan = Scan {
                     order,
                     filter: args.filter,
                     projection: args.projection,
                     skip: args.skip,
                     remaining: args.limit,
+                    epoch: data.epoch,
                 };
-                return open_scan(ctx, request, scan, &data, (&ns.db, &ns.coll), options);
+                let count = options.batch_size.unwrap_or(DEFAULT_FIRST_BATCH);
+                let (first, over) = scan.next_batch(&data, count, MAX_BATCH_BYTES)?;
+                drop(data);
+                let rest = (!over).then(|| CursorSource::Scan(Box::new(scan)));
+                return answer_first(ctx, request, &first, rest, (&ns.db, &ns.coll), options);
             }
             find_in_collection(&data, &args)?
         }
@@ -1375,6 +1364,7 @@ fn write_out(
     let store = ctx.store();
     let coll = store.get_or_create(target)?;
     let mut data = coll.write();
+    data.epoch += 1;
     let ns = target.to_string();
     let existing: Vec<_> = data.documents().map(|(rid, _)| *rid).collect();
     let images = data.options.pre_and_post_images;

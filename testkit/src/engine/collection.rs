@@ -126,6 +126,10 @@ pub struct CollectionData {
     data_size: u64,
     /// Incremented by every change; transactions use it to detect concurrent writers.
     version: u64,
+    /// Incremented when the collection is renamed within its database or its contents are
+    /// replaced by `$out`: a find reading it a batch at a time then ends with 175, as on
+    /// mongod.
+    pub epoch: u64,
 }
 
 /// A collection incarnation.

@@ -96,8 +96,11 @@ pub enum ScanOrder {
 /// A `find` read a batch at a time, as mongod reads a collection or index scan: each batch
 /// continues from the last document examined, under the collection's read lock for that batch
 /// only. Like mongod's (read concern "local"), the cursor is not a snapshot: a document
-/// written ahead of its position is returned, one behind it is not, and since a position is a
-/// key, no document is returned twice.
+/// written ahead of its position is returned, one behind it is not. In `_id` order no
+/// document comes twice; in natural order a document deleted and inserted again comes again,
+/// as from mongod's collection scan. A drop, a rename or an `$out` over the collection ends
+/// the scan with 175 `QueryPlanKilled`, and losing its position in a capped collection with
+/// 136 `CappedPositionLost`, as on mongod.
 #[derive(Debug, Clone)]
 pub struct Scan {
     /// Where the scan stands.
@@ -110,6 +113,8 @@ pub struct Scan {
     pub skip: usize,
     /// Documents still to return (`limit`), `None` for all.
     pub remaining: Option<usize>,
+    /// The collection's [`CollectionData::epoch`] when the scan began.
+    pub epoch: u64,
 }
 
 /// Why a batch ended.
@@ -129,6 +134,12 @@ impl Scan {
         count: usize,
         max_bytes: usize,
     ) -> Result<(Vec<Arc<RawDocumentBuf>>, bool), CommandError> {
+        if data.dropped || data.epoch != self.epoch {
+            return Err(CommandError::new(
+                175,
+                "collection dropped or renamed while the cursor was open",
+            ));
+        }
         let mut out = Vec::new();
         let end = match &mut self.order {
             ScanOrder::Id { min, max, after } => {
@@ -152,6 +163,17 @@ impl Scan {
                 end
             }
             ScanOrder::Natural { after } => {
+                if let Some(rid) = after
+                    && data.options.capped.is_some()
+                    && data.get(*rid).is_none()
+                {
+                    return Err(CommandError::new(
+                        136,
+                        format!(
+                            "CollectionScan died due to position in capped collection being deleted. Last seen record id: RecordId({rid})"
+                        ),
+                    ));
+                }
                 let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
                 let (end, last) = fill(
                     data.records_from(lower).map(|(rid, doc)| (*rid, doc)),
