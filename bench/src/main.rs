@@ -47,9 +47,10 @@ pub struct Args {
     /// Collection counts `plan` is timed for.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pub plan_collections: Vec<usize>,
-    /// Rounds of the ceiling and the 10× copy, measured alternately; the round with the median
-    /// copy/ceiling ratio is reported, and every round is in the JSON. (Five, because on a
-    /// shared VM single rounds spread wider than the gap to the copy target.)
+    /// Rounds of the 10× copy, each between two measurements of the ceiling, and as many 1×
+    /// copies; the round with the median copy/ceiling ratio is reported, peak memory as the
+    /// medians of each size, and every run is in the JSON. (Five, because on a shared VM
+    /// single rounds spread wider than the gap to the copy target.)
     #[arg(long, default_value_t = 5)]
     pub repeat: u32,
     /// Skip the pymongo baseline.
@@ -102,27 +103,35 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
     data::seed(&src, "bench", "docs", args.docs, args.doc_size, 4).await?;
     data::seed(&src, "bench_small", "docs", small, args.doc_size, 4).await?;
 
-    say("mongoshift: copy of the 1× data set");
-    let m_small = scenarios::Migration::new(
-        root.path(),
-        "small",
-        &source.uri,
-        &destination.uri,
-        &["bench_small"],
-        "auto",
-    )?;
-    let copy_small = scenarios::copy(&binaries, &m_small)?;
+    // Peak memory is compared as the median of as many 1× copies as 10× rounds: one short
+    // copy's peak depends on how many partitions happen to write at once.
+    let mut small_copies = Vec::new();
+    for run in 1..=args.repeat.max(1) {
+        say(&format!("mongoshift: copy {run} of the 1× data set"));
+        dst.database("bench_small").drop().await?;
+        let m = scenarios::Migration::new(
+            root.path(),
+            &format!("small{run}"),
+            &source.uri,
+            &destination.uri,
+            &["bench_small"],
+            "auto",
+        )?;
+        small_copies.push(scenarios::copy(&binaries, &m)?);
+    }
 
-    // The ceiling and the copy alternate, each pair measured back to back, so that a ratio
-    // compares runs made under the same conditions (a shared VM's speed drifts from minute to
-    // minute); the pair with the median ratio is reported.
-    let mut pairs = Vec::new();
+    // The ceiling and the copy alternate, and each copy is compared with the ceilings measured
+    // just before and just after it, so that a ratio compares runs made under the same
+    // conditions (a shared VM's speed drifts from minute to minute); the round with the
+    // median ratio is reported.
+    say("ceiling (raw batched inserts into the destination)");
+    let mut before = scenarios::ceiling(&dst, args.docs, args.doc_size).await?;
+    let mut rounds = Vec::new();
     let mut m_main = None;
     for round in 1..=args.repeat.max(1) {
         say(&format!(
-            "round {round}: ceiling (raw batched inserts into the destination), then mongoshift's copy of the 10× data set"
+            "round {round}: mongoshift's copy of the 10× data set, then the ceiling again"
         ));
-        let ceiling = scenarios::ceiling(&dst, args.docs, args.doc_size).await?;
         // The previous round's copy is dropped; the last one stays for `verify`.
         dst.database("bench").drop().await?;
         let m = scenarios::Migration::new(
@@ -134,14 +143,20 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
             "auto",
         )?;
         let copy = scenarios::copy(&binaries, &m)?;
-        pairs.push(report::Round { ceiling, copy });
+        let after = scenarios::ceiling(&dst, args.docs, args.doc_size).await?;
+        rounds.push(report::Round {
+            ceiling_before: before,
+            copy,
+            ceiling_after: after,
+        });
+        before = after;
         m_main = Some(m);
     }
     let m_main = m_main.ok_or("no copy round ran")?;
-    let mut by_ratio = pairs.clone();
+    let mut by_ratio = rounds.clone();
     by_ratio.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
     let median = by_ratio[by_ratio.len() / 2];
-    let (ceiling, copy) = (median.ceiling, median.copy);
+    let (ceiling, copy) = (median.ceiling(), median.copy);
 
     say("verify against a plain scan");
     let verify = scenarios::verify(&binaries, &m_main, &src, &dst, "bench").await?;
@@ -206,9 +221,9 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
         documents: args.docs,
         document_size: args.doc_size,
         ceiling,
-        copy_small,
+        small_copies,
         copy,
-        rounds: pairs,
+        rounds,
         verify,
         pymongo,
         lag,

@@ -55,10 +55,10 @@ pub struct Results {
     pub documents: u64,
     /// Bytes per document.
     pub document_size: usize,
-    /// The destination's raw insert rate (the median round).
+    /// The destination's raw insert rate (the median round's, before and after its copy).
     pub ceiling: Rate,
-    /// mongoshift copying a tenth of the data.
-    pub copy_small: CopyRun,
+    /// mongoshift copying a tenth of the data, once per round.
+    pub small_copies: Vec<CopyRun>,
     /// mongoshift copying all of it (the median round).
     pub copy: CopyRun,
     /// Every round of the ceiling and the copy.
@@ -87,20 +87,36 @@ fn ok_or_reason<S: serde::Serializer>(v: &Result<Rate, String>, s: S) -> Result<
     }
 }
 
-/// One round: the ceiling, then mongoshift's copy of the same data.
+/// One round: mongoshift's copy, between two measurements of the ceiling (the one after is
+/// the next round's before), so that a drift of the machine's speed during the round moves
+/// both sides of the ratio alike.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Round {
-    /// The destination's raw insert rate.
-    pub ceiling: Rate,
+    /// The destination's raw insert rate, just before the copy.
+    pub ceiling_before: Rate,
     /// mongoshift's copy.
     pub copy: CopyRun,
+    /// The destination's raw insert rate, just after the copy.
+    pub ceiling_after: Rate,
 }
 
 impl Round {
-    /// Copy rate over the ceiling.
-    pub fn ratio(&self) -> f64 {
-        self.copy.rate.docs_per_sec / self.ceiling.docs_per_sec
+    /// The ceiling around the copy: both measurements as one.
+    pub fn ceiling(&self) -> Rate {
+        Rate::combined(&self.ceiling_before, &self.ceiling_after)
     }
+
+    /// Copy rate over the ceiling around it.
+    pub fn ratio(&self) -> f64 {
+        self.copy.rate.docs_per_sec / self.ceiling().docs_per_sec
+    }
+}
+
+/// The median of some values (the upper one of an even count); 0 for none.
+pub fn median(values: impl IntoIterator<Item = u64>) -> u64 {
+    let mut v: Vec<u64> = values.into_iter().collect();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 /// A target of the performance issue and whether this run met it.
@@ -122,9 +138,19 @@ impl Results {
         self.copy.rate.docs_per_sec / self.ceiling.docs_per_sec
     }
 
-    /// Peak RSS at 10× over 1×.
+    /// Median peak RSS of the 1× copies.
+    pub fn peak_rss_small(&self) -> u64 {
+        median(self.small_copies.iter().map(|c| c.peak_rss))
+    }
+
+    /// Median peak RSS of the 10× copies.
+    pub fn peak_rss_large(&self) -> u64 {
+        median(self.rounds.iter().map(|r| r.copy.peak_rss))
+    }
+
+    /// Peak RSS at 10× over 1× (medians of each).
     pub fn rss_ratio(&self) -> f64 {
-        self.copy.peak_rss as f64 / self.copy_small.peak_rss.max(1) as f64
+        self.peak_rss_large() as f64 / self.peak_rss_small().max(1) as f64
     }
 
     /// CPU seconds per million documents copied (whole `apply` process).
@@ -215,15 +241,25 @@ pub fn table(r: &Results) -> String {
     let _ = writeln!(
         out,
         "data: {} documents of {} bytes (1× set: {})\n",
-        r.documents, r.document_size, r.copy_small.rate.documents
+        r.documents,
+        r.document_size,
+        r.small_copies.first().map_or(0, |c| c.rate.documents)
     );
+    let peaks = |runs: &mut dyn Iterator<Item = &CopyRun>| {
+        runs.map(|c| format!("{:.0}", c.peak_rss as f64 / (1024.0 * 1024.0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut rows: Vec<(String, String)> = vec![
-        ("ceiling (raw batched inserts)".into(), rate(&r.ceiling)),
+        (
+            "ceiling (raw batched inserts, before + after)".into(),
+            rate(&r.ceiling),
+        ),
         ("mongoshift copy".into(), rate(&r.copy.rate)),
         (
             "copy / ceiling".into(),
             format!(
-                "{:.2} (median of {} rounds: {})",
+                "{:.2} (median of {} rounds, each against the ceiling just before and after it: {})",
                 r.copy_ratio(),
                 r.rounds.len(),
                 r.rounds
@@ -240,10 +276,12 @@ pub fn table(r: &Results) -> String {
         (
             "peak RSS 1× / 10×".into(),
             format!(
-                "{} / {} (ratio {:.2})",
-                mib(r.copy_small.peak_rss),
-                mib(r.copy.peak_rss),
-                r.rss_ratio()
+                "{} / {} (ratio {:.2}; medians of 1×: {} MiB; 10×: {} MiB)",
+                mib(r.peak_rss_small()),
+                mib(r.peak_rss_large()),
+                r.rss_ratio(),
+                peaks(&mut r.small_copies.iter()),
+                peaks(&mut r.rounds.iter().map(|round| &round.copy)),
             ),
         ),
         ("verify".into(), rate(&r.verify.verify)),
@@ -317,6 +355,8 @@ pub fn save(r: &Results, path: &Path) -> std::io::Result<()> {
     }
     let mut value = serde_json::to_value(r).map_err(std::io::Error::other)?;
     value["targets"] = serde_json::to_value(r.targets()).map_err(std::io::Error::other)?;
+    value["peak_rss_small"] = r.peak_rss_small().into();
+    value["peak_rss_large"] = r.peak_rss_large().into();
     let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")
 }

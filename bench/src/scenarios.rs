@@ -51,6 +51,15 @@ impl Rate {
             mib_per_sec: bytes as f64 / secs / (1024.0 * 1024.0),
         }
     }
+
+    /// Two measurements as one: their documents and bytes over their summed time.
+    pub fn combined(a: &Rate, b: &Rate) -> Self {
+        Self::new(
+            a.documents + b.documents,
+            a.bytes + b.bytes,
+            a.secs + b.secs,
+        )
+    }
 }
 
 /// The destination's raw batched-insert rate: pre-built raw batches of the same documents,

@@ -26,15 +26,37 @@ fn a_small_run_measures_everything_and_writes_json() {
 
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(r["documents"], 3000);
-    assert_eq!(r["ceiling"]["documents"], 3000);
+    // The reported ceiling is the two measurements around the median round's copy, as one.
+    assert_eq!(r["ceiling"]["documents"], 6000);
     assert_eq!(r["copy"]["rate"]["documents"], 3000);
-    assert_eq!(r["copy_small"]["rate"]["documents"], 300);
+    let small = r["small_copies"].as_array().unwrap();
+    assert_eq!(small.len(), 2);
+    for copy in small {
+        assert_eq!(copy["rate"]["documents"], 300);
+        assert!(copy["peak_rss"].as_u64().unwrap() > 1024 * 1024);
+    }
     let rounds = r["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 2);
     for round in rounds {
-        assert_eq!(round["ceiling"]["documents"], 3000);
+        assert_eq!(round["ceiling_before"]["documents"], 3000);
+        assert_eq!(round["ceiling_after"]["documents"], 3000);
         assert_eq!(round["copy"]["rate"]["documents"], 3000);
     }
+    // Each round's ceiling after its copy is the next round's ceiling before.
+    assert_eq!(rounds[0]["ceiling_after"], rounds[1]["ceiling_before"]);
+    let peaks = |runs: Vec<&serde_json::Value>| {
+        let mut p: Vec<u64> = runs
+            .iter()
+            .map(|c| c["peak_rss"].as_u64().unwrap())
+            .collect();
+        p.sort_unstable();
+        p[p.len() / 2]
+    };
+    assert_eq!(r["peak_rss_small"], peaks(small.iter().collect()));
+    assert_eq!(
+        r["peak_rss_large"],
+        peaks(rounds.iter().map(|round| &round["copy"]).collect())
+    );
     assert!(r["copy"]["rate"]["bytes"].as_u64().unwrap() >= 3000 * 400);
     assert!(r["copy"]["cpu_secs"].as_f64().unwrap() > 0.0);
     assert!(r["copy"]["peak_rss"].as_u64().unwrap() > 1024 * 1024);
