@@ -7,7 +7,9 @@
 //! Defaults: 200 000 documents of about 1 KiB, inserted with `insert_many` in batches of
 //! 1 000 (the driver sends each batch as one OP_MSG with a kind-1 document sequence), then
 //! read back with one `find({})` cursor over raw documents (`RawDocumentBuf`, no decoding on
-//! either side).
+//! either side). Then the two reads that start a copy partition: a `$sample` of 128 `_id`s
+//! sorted, and the first batch of a `find` over an eighth of the `_id`s (`hint: {_id: 1}` with
+//! `min`/`max`, as mongoshift's copy reads a partition).
 
 use std::time::Instant;
 
@@ -65,6 +67,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(seen, docs, "the scan returns every document");
     assert_eq!(seen_bytes, total_bytes);
 
+    let db = client.database("bench");
+    let start = Instant::now();
+    db.run_command(mongodb::bson::doc! {
+        "aggregate": "docs",
+        "pipeline": [{"$sample": {"size": 128}}, {"$project": {"_id": 1}}, {"$sort": {"_id": 1}}],
+        "cursor": {},
+    })
+    .await?;
+    let sample = start.elapsed();
+    let eighth = (docs / 8) as i64;
+    let start = Instant::now();
+    let reply = db
+        .run_command(mongodb::bson::doc! {
+            "find": "docs", "hint": {"_id": 1}, "min": {"_id": eighth}, "max": {"_id": 2 * eighth},
+            "batchSize": 1,
+        })
+        .await?;
+    let first_batch = start.elapsed();
+    let cursor = reply.get_document("cursor")?;
+    let got = cursor.get_array("firstBatch")?.len();
+    assert_eq!(got, usize::from(eighth > 0), "one document of the range");
+    let id = cursor.get_i64("id")?;
+    if id != 0 {
+        db.run_command(mongodb::bson::doc! {"killCursors": "docs", "cursors": [id]})
+            .await?;
+    }
+
     let mib = total_bytes as f64 / (1024.0 * 1024.0);
     println!(
         "documents: {docs} x ~{} bytes ({mib:.1} MiB), insert_many batches of {BATCH}",
@@ -81,6 +110,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         scan.as_secs_f64(),
         docs as f64 / scan.as_secs_f64(),
         mib / scan.as_secs_f64()
+    );
+    println!(
+        "$sample of 128: {:.1} ms; first batch of a find over {eighth} _ids: {:.1} ms",
+        sample.as_secs_f64() * 1e3,
+        first_batch.as_secs_f64() * 1e3
     );
     server.shutdown().await;
     Ok(())
