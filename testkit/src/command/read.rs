@@ -21,10 +21,10 @@ use crate::command::{Ctx, Reply, Request};
 use crate::engine::Engine;
 use crate::engine::catalog::{Entry, View};
 use crate::engine::collection::CollectionData;
-use crate::engine::cursor::{Cursor, CursorSource};
+use crate::engine::cursor::{Cursor, CursorSource, Origin};
 use crate::engine::namespace::Namespace;
 use crate::engine::oplog_view;
-use crate::engine::scan::{Scan, ScanOrder, matching};
+use crate::engine::scan::{Scan, ScanOrder, Selection, matching};
 use crate::error::{CommandError, to_document, to_raw};
 use crate::query::Direction;
 use crate::query::expr::Variables;
@@ -53,9 +53,9 @@ pub struct CursorOptions {
     pub tailable: bool,
     /// `noCursorTimeout`.
     pub no_timeout: bool,
-    /// The collection the results come from: a getMore after it was dropped fails with 175
-    /// `QueryPlanKilled`, as on mongod.
-    pub origin: Option<Arc<crate::engine::collection::Collection>>,
+    /// The collection the results come from: a getMore after it was dropped, renamed or
+    /// replaced fails with 175 `QueryPlanKilled`, as on mongod.
+    pub origin: Option<Origin>,
 }
 
 impl CursorOptions {
@@ -316,26 +316,27 @@ pub async fn get_more(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         .await
         .map_err(crate::command::change_stream::label_resumable);
     }
-    if cursor.origin.as_ref().is_some_and(|c| c.read().dropped) {
-        engine.cursors.release(id);
-        return Err(CommandError::new(
-            175,
-            "collection dropped while the cursor was open",
-        ));
-    }
     let ns = cursor.ns();
     let (batch, exhausted) = match &mut cursor.source {
         CursorSource::Documents(queue) => {
+            if let Some(origin) = &cursor.origin
+                && let Err(e) = origin.check(&origin.collection.read())
+            {
+                engine.cursors.release(id);
+                return Err(e);
+            }
             let batch = take_batch(queue, batch_size);
             (batch, queue.is_empty() && !cursor.tailable)
         }
         CursorSource::Scan(scan) => {
             let next = match &cursor.origin {
-                Some(coll) => scan.next_batch(
-                    &coll.read(),
-                    batch_size.unwrap_or(usize::MAX),
-                    MAX_BATCH_BYTES,
-                ),
+                Some(origin) => {
+                    // Checked under the lock the batch is read with.
+                    let data = origin.collection.read();
+                    origin.check(&data).and_then(|()| {
+                        scan.next_batch(&data, batch_size.unwrap_or(usize::MAX), MAX_BATCH_BYTES)
+                    })
+                }
                 None => Err(CommandError::new(1, "a scan cursor has no collection")),
             };
             match next {
@@ -590,16 +591,20 @@ pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             out.into_iter().map(Arc::new).collect()
         }
         Some(Entry::Collection(coll)) => {
-            options.origin = Some(Arc::clone(&coll));
             let data = coll.read();
+            options.origin = Some(Origin {
+                collection: Arc::clone(&coll),
+                epoch: data.epoch,
+            });
             if let Some(order) = scan_order(&data, &args)? {
                 let mut scan = Scan {
                     order,
-                    filter: args.filter,
-                    projection: args.projection,
-                    skip: args.skip,
-                    remaining: args.limit,
-                    epoch: data.epoch,
+                    select: Selection {
+                        filter: args.filter,
+                        projection: args.projection,
+                        skip: args.skip,
+                        remaining: args.limit,
+                    },
                 };
                 let count = options.batch_size.unwrap_or(DEFAULT_FIRST_BATCH);
                 let (first, over) = scan.next_batch(&data, count, MAX_BATCH_BYTES)?;

@@ -53,8 +53,34 @@ pub struct Cursor {
     pub no_timeout: bool,
     /// Last time a command used the cursor.
     pub last_used: Instant,
-    /// The collection the documents come from, to detect a drop (see `CursorOptions`).
-    pub origin: Option<Arc<crate::engine::collection::Collection>>,
+    /// The collection a find reads, to end the cursor as mongod does when it goes away.
+    pub origin: Option<Origin>,
+}
+
+/// The collection a find cursor reads, as it was when the find ran.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The collection.
+    pub collection: Arc<crate::engine::collection::Collection>,
+    /// Its [`CollectionData::epoch`](crate::engine::collection::CollectionData::epoch) then.
+    pub epoch: u64,
+}
+
+impl Origin {
+    /// 175 `QueryPlanKilled`, as from mongod, once the collection was dropped, renamed or
+    /// replaced by `$out` since the find ran. `data` is the collection's, under its lock.
+    pub fn check(
+        &self,
+        data: &crate::engine::collection::CollectionData,
+    ) -> Result<(), CommandError> {
+        if data.dropped || data.epoch != self.epoch {
+            return Err(CommandError::new(
+                175,
+                "collection dropped or renamed while the cursor was open",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Cursor {

@@ -99,12 +99,20 @@ pub enum ScanOrder {
 /// written ahead of its position is returned, one behind it is not. In `_id` order no
 /// document comes twice; in natural order a document deleted and inserted again comes again,
 /// as from mongod's collection scan. A drop, a rename or an `$out` over the collection ends
-/// the scan with 175 `QueryPlanKilled`, and losing its position in a capped collection with
-/// 136 `CappedPositionLost`, as on mongod.
+/// the scan with 175 `QueryPlanKilled` (checked by the cursor's
+/// [`Origin`](crate::engine::cursor::Origin)), and losing its position in a capped collection
+/// with 136 `CappedPositionLost`, as on mongod.
 #[derive(Debug, Clone)]
 pub struct Scan {
     /// Where the scan stands.
     pub order: ScanOrder,
+    /// What it returns of the documents it examines.
+    pub select: Selection,
+}
+
+/// What a scan returns of the documents it examines.
+#[derive(Debug, Clone)]
+pub struct Selection {
     /// Documents to return.
     pub filter: Filter,
     /// Applied to each returned document.
@@ -113,8 +121,6 @@ pub struct Scan {
     pub skip: usize,
     /// Documents still to return (`limit`), `None` for all.
     pub remaining: Option<usize>,
-    /// The collection's [`CollectionData::epoch`] when the scan began.
-    pub epoch: u64,
 }
 
 /// Why a batch ended.
@@ -134,12 +140,6 @@ impl Scan {
         count: usize,
         max_bytes: usize,
     ) -> Result<(Vec<Arc<RawDocumentBuf>>, bool), CommandError> {
-        if data.dropped || data.epoch != self.epoch {
-            return Err(CommandError::new(
-                175,
-                "collection dropped or renamed while the cursor was open",
-            ));
-        }
         let mut out = Vec::new();
         let end = match &mut self.order {
             ScanOrder::Id { min, max, after } => {
@@ -150,10 +150,7 @@ impl Scan {
                 };
                 let (end, last) = fill(
                     data.id_entries(lower, max.as_deref()),
-                    &self.filter,
-                    self.projection.as_ref(),
-                    &mut self.skip,
-                    &mut self.remaining,
+                    &mut self.select,
                     (count, max_bytes),
                     &mut out,
                 )?;
@@ -177,10 +174,7 @@ impl Scan {
                 let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
                 let (end, last) = fill(
                     data.records_from(lower).map(|(rid, doc)| (*rid, doc)),
-                    &self.filter,
-                    self.projection.as_ref(),
-                    &mut self.skip,
-                    &mut self.remaining,
+                    &mut self.select,
                     (count, max_bytes),
                     &mut out,
                 )?;
@@ -198,13 +192,16 @@ impl Scan {
 /// the last document examined (returned or passed over).
 fn fill<'a, P: Copy>(
     mut entries: impl Iterator<Item = (P, &'a Arc<RawDocumentBuf>)>,
-    filter: &Filter,
-    projection: Option<&Projection>,
-    skip: &mut usize,
-    remaining: &mut Option<usize>,
+    select: &mut Selection,
     (count, max_bytes): (usize, usize),
     out: &mut Vec<Arc<RawDocumentBuf>>,
 ) -> Result<(BatchEnd, Option<P>), CommandError> {
+    let Selection {
+        filter,
+        projection,
+        skip,
+        remaining,
+    } = select;
     let match_all = filter.is_match_all();
     let mut bytes = 0usize;
     let mut last = None;
