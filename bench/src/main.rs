@@ -119,21 +119,22 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
         )?;
         small_copies.push(scenarios::copy(&binaries, &m)?);
     }
+    dst.database("bench_small").drop().await?;
 
     // The ceiling and the copy alternate, and each copy is compared with the ceilings measured
     // just before and just after it, so that a ratio compares runs made under the same
     // conditions (a shared VM's speed drifts from minute to minute); the round with the
-    // median ratio is reported.
+    // median ratio (the lower one of an even count) is reported. Every copy and every ceiling
+    // writes into a destination holding none of the benchmark's data.
     say("ceiling (raw batched inserts into the destination)");
     let mut before = scenarios::ceiling(&dst, args.docs, args.doc_size).await?;
     let mut rounds = Vec::new();
-    let mut m_main = None;
-    for round in 1..=args.repeat.max(1) {
+    let mut verify = None;
+    let repeat = args.repeat.max(1);
+    for round in 1..=repeat {
         say(&format!(
             "round {round}: mongoshift's copy of the 10× data set, then the ceiling again"
         ));
-        // The previous round's copy is dropped; the last one stays for `verify`.
-        dst.database("bench").drop().await?;
         let m = scenarios::Migration::new(
             root.path(),
             &format!("main{round}"),
@@ -143,6 +144,11 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
             "auto",
         )?;
         let copy = scenarios::copy(&binaries, &m)?;
+        if round == repeat {
+            say("verify against a plain scan");
+            verify = Some(scenarios::verify(&binaries, &m, &src, &dst, "bench").await?);
+        }
+        dst.database("bench").drop().await?;
         let after = scenarios::ceiling(&dst, args.docs, args.doc_size).await?;
         rounds.push(report::Round {
             ceiling_before: before,
@@ -150,16 +156,10 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
             ceiling_after: after,
         });
         before = after;
-        m_main = Some(m);
     }
-    let m_main = m_main.ok_or("no copy round ran")?;
-    let mut by_ratio = rounds.clone();
-    by_ratio.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
-    let median = by_ratio[by_ratio.len() / 2];
+    let verify = verify.ok_or("no copy round ran")?;
+    let median = report::median_round(&rounds).ok_or("no copy round ran")?;
     let (ceiling, copy) = (median.ceiling(), median.copy);
-
-    say("verify against a plain scan");
-    let verify = scenarios::verify(&binaries, &m_main, &src, &dst, "bench").await?;
 
     let pymongo = if args.skip_pymongo {
         Err("skipped (--skip-pymongo)".to_owned())

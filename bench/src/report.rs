@@ -112,11 +112,23 @@ impl Round {
     }
 }
 
-/// The median of some values (the upper one of an even count); 0 for none.
-pub fn median(values: impl IntoIterator<Item = u64>) -> u64 {
-    let mut v: Vec<u64> = values.into_iter().collect();
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0)
+/// The median of some values (the mean of the middle two of an even count); 0 for none.
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The round with the median copy/ceiling ratio: the lower one of an even count, so that an
+/// even `--repeat` never leans toward the target.
+pub fn median_round(rounds: &[Round]) -> Option<Round> {
+    let mut by_ratio = rounds.to_vec();
+    by_ratio.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+    by_ratio.get(by_ratio.len().checked_sub(1)? / 2).copied()
 }
 
 /// A target of the performance issue and whether this run met it.
@@ -138,24 +150,29 @@ impl Results {
         self.copy.rate.docs_per_sec / self.ceiling.docs_per_sec
     }
 
-    /// Median peak RSS of the 1× copies.
-    pub fn peak_rss_small(&self) -> u64 {
-        median(self.small_copies.iter().map(|c| c.peak_rss))
+    /// Median peak RSS of the 1× copies, bytes.
+    pub fn peak_rss_small(&self) -> f64 {
+        median(self.small_copies.iter().map(|c| c.peak_rss as f64))
     }
 
-    /// Median peak RSS of the 10× copies.
-    pub fn peak_rss_large(&self) -> u64 {
-        median(self.rounds.iter().map(|r| r.copy.peak_rss))
+    /// Median peak RSS of the 10× copies, bytes.
+    pub fn peak_rss_large(&self) -> f64 {
+        median(self.rounds.iter().map(|r| r.copy.peak_rss as f64))
     }
 
     /// Peak RSS at 10× over 1× (medians of each).
     pub fn rss_ratio(&self) -> f64 {
-        self.peak_rss_large() as f64 / self.peak_rss_small().max(1) as f64
+        self.peak_rss_large() / self.peak_rss_small().max(1.0)
     }
 
-    /// CPU seconds per million documents copied (whole `apply` process).
+    /// CPU seconds per million documents copied (whole `apply` process), median of the
+    /// rounds.
     pub fn cpu_per_million(&self) -> f64 {
-        self.copy.cpu_secs / (self.copy.rate.documents.max(1) as f64 / 1e6)
+        median(
+            self.rounds
+                .iter()
+                .map(|r| r.copy.cpu_secs / (r.copy.rate.documents.max(1) as f64 / 1e6)),
+        )
     }
 
     /// The highest writer rate whose p99 lag stayed under 2 s (and that the writer reached).
@@ -271,14 +288,17 @@ pub fn table(r: &Results) -> String {
         ),
         (
             "CPU per million documents".into(),
-            format!("{:.2} s (apply process, user + sys)", r.cpu_per_million()),
+            format!(
+                "{:.2} s (apply process, user + sys; median of rounds)",
+                r.cpu_per_million()
+            ),
         ),
         (
             "peak RSS 1× / 10×".into(),
             format!(
-                "{} / {} (ratio {:.2}; medians of 1×: {} MiB; 10×: {} MiB)",
-                mib(r.peak_rss_small()),
-                mib(r.peak_rss_large()),
+                "{} / {} (ratio {:.2} of medians; each run, 1×: {} MiB; 10×: {} MiB)",
+                mib(r.peak_rss_small() as u64),
+                mib(r.peak_rss_large() as u64),
                 r.rss_ratio(),
                 peaks(&mut r.small_copies.iter()),
                 peaks(&mut r.rounds.iter().map(|round| &round.copy)),
@@ -357,6 +377,7 @@ pub fn save(r: &Results, path: &Path) -> std::io::Result<()> {
     value["targets"] = serde_json::to_value(r.targets()).map_err(std::io::Error::other)?;
     value["peak_rss_small"] = r.peak_rss_small().into();
     value["peak_rss_large"] = r.peak_rss_large().into();
+    value["cpu_secs_per_million"] = r.cpu_per_million().into();
     let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")
 }
