@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bson::{Bson, Document, RawDocumentBuf, doc};
+use bson::{Bson, Document, RawArrayBuf, RawDocumentBuf, doc, rawdoc};
 use futures_util::StreamExt;
 use mongodb::Client;
 use serde::Serialize;
@@ -62,46 +62,71 @@ impl Rate {
     }
 }
 
-/// The destination's raw batched-insert rate: pre-built raw batches of the same documents,
-/// `COPY_BATCH_BYTES` each, sent by `COPY_CONCURRENCY` tasks.
+/// The destination's raw batched-insert rate: pre-built `insert` commands, each a batch of
+/// `COPY_BATCH_BYTES` of the same documents, built as mongoshift builds its own (unordered,
+/// `bypassDocumentValidation`, its default write concern, the documents as one array), sent
+/// by `COPY_CONCURRENCY` tasks. Building them is not timed; sending is the driver's
+/// `run_raw_command`, as for mongoshift, so the two differ only in where the documents come
+/// from.
 pub async fn ceiling(destination: &Client, count: u64, size: usize) -> Result<Rate, BoxError> {
-    let mut batches: Vec<Vec<RawDocumentBuf>> = Vec::new();
-    let mut current = Vec::new();
+    let mut commands: Vec<Option<(RawDocumentBuf, u64)>> = Vec::new();
+    let mut current = RawArrayBuf::new();
+    let mut current_docs = 0u64;
     let mut current_bytes = 0;
     let mut total_bytes = 0u64;
+    let command = |documents: RawArrayBuf| {
+        let mut c = rawdoc! {
+            "insert": "docs",
+            "ordered": false,
+            "bypassDocumentValidation": true,
+            "writeConcern": {"w": "majority"},
+        };
+        c.append(bson::cstr!("documents"), documents);
+        c
+    };
     for i in 0..count {
         let d = document(i, size);
         current_bytes += d.as_bytes().len();
         total_bytes += d.as_bytes().len() as u64;
         current.push(d);
+        current_docs += 1;
         if current_bytes >= COPY_BATCH_BYTES {
-            batches.push(std::mem::take(&mut current));
+            commands.push(Some((command(std::mem::take(&mut current)), current_docs)));
             current_bytes = 0;
+            current_docs = 0;
         }
     }
-    if !current.is_empty() {
-        batches.push(current);
+    if current_docs > 0 {
+        commands.push(Some((command(current), current_docs)));
     }
-    let batches = Arc::new(std::sync::Mutex::new(batches));
-    let coll = destination
-        .database("bench_ceiling")
-        .collection::<RawDocumentBuf>("docs");
+    let commands = Arc::new(std::sync::Mutex::new(commands));
+    let db = destination.database("bench_ceiling");
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..COPY_CONCURRENCY {
-        let (coll, batches, next) = (coll.clone(), Arc::clone(&batches), Arc::clone(&next));
+        let (db, commands, next) = (db.clone(), Arc::clone(&commands), Arc::clone(&next));
         set.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let batch = {
-                    let mut all = batches.lock().map_err(|_| "poisoned")?;
-                    match all.get_mut(i) {
-                        Some(b) => std::mem::take(b),
-                        None => return Ok::<(), BoxError>(()),
-                    }
+                let taken = {
+                    let mut all = commands.lock().map_err(|_| "poisoned")?;
+                    all.get_mut(i).map(Option::take)
                 };
-                coll.insert_many(batch).ordered(false).await?;
+                let Some(Some((command, docs))) = taken else {
+                    return Ok::<(), BoxError>(());
+                };
+                let reply = db.run_raw_command(command).await?;
+                let inserted = reply
+                    .get_i32("n")
+                    .map(i64::from)
+                    .or_else(|_| reply.get_i64("n"))?;
+                if u64::try_from(inserted).ok() != Some(docs) || reply.contains_key("writeErrors") {
+                    return Err(format!(
+                        "the ceiling's insert of {docs} documents answered {reply}"
+                    )
+                    .into());
+                }
             }
         });
     }
