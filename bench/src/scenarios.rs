@@ -116,12 +116,19 @@ pub async fn ceiling(destination: &Client, count: u64, size: usize) -> Result<Ra
                 let Some(Some((command, docs))) = taken else {
                     return Ok::<(), BoxError>(());
                 };
-                let reply = db.run_raw_command(command).await?;
+                let reply = db
+                    .run_raw_command(command)
+                    .await
+                    .map_err(|e| format!("the ceiling's insert failed: {e}"))?;
                 let inserted = reply
                     .get_i32("n")
                     .map(i64::from)
-                    .or_else(|_| reply.get_i64("n"))?;
-                if u64::try_from(inserted).ok() != Some(docs) || reply.contains_key("writeErrors") {
+                    .or_else(|_| reply.get_i64("n"))
+                    .ok();
+                if inserted.and_then(|n| u64::try_from(n).ok()) != Some(docs)
+                    || reply.contains_key("writeErrors")
+                    || reply.contains_key("writeConcernError")
+                {
                     return Err(format!(
                         "the ceiling's insert of {docs} documents answered {reply}"
                     )
