@@ -169,12 +169,13 @@ fn shown(value: &Bson) -> String {
     }
 }
 
-/// A non-negative numeric value of any BSON numeric type.
+/// A non-negative whole number of any BSON numeric type (a fractional double is refused, not
+/// truncated: a count or a position of 2.7 is not 2).
 pub fn as_u64(value: &Bson) -> Option<u64> {
     match value {
         Bson::Int32(n) => u64::try_from(*n).ok(),
         Bson::Int64(n) => u64::try_from(*n).ok(),
-        Bson::Double(f) if f.is_finite() && *f >= 0.0 => Some(*f as u64),
+        Bson::Double(f) if f.is_finite() && *f >= 0.0 && f.fract() == 0.0 => Some(*f as u64),
         _ => None,
     }
 }
@@ -217,6 +218,9 @@ mod tests {
         assert_eq!(r.opt_i32("b").unwrap(), Some(11000));
         assert_eq!(r.opt_i32("c").unwrap(), Some(11000));
         assert_eq!(r.opt_i32("missing").unwrap(), None);
+        assert_eq!(r.opt_u64("c").unwrap(), Some(11000));
+        let e = r.opt_u64("d").unwrap_err().to_string();
+        assert!(e.contains("`d`") && e.contains("non-negative"), "{e}");
         for bad in ["d", "e"] {
             let e = r.opt_i32(bad).unwrap_err().to_string();
             assert!(
