@@ -729,8 +729,10 @@ async fn send(
         }
     }
     // Deltas the server ran that matched nothing: the destination lacks the document. (`n`
-    // counts only the statements that ran, those before an ordered command's error.)
+    // counts only the statements that ran, those before an ordered command's error, and
+    // never a refused one.)
     let ran = resend_from.unwrap_or(chunk.len());
+    let refused = failed[..ran].iter().filter(|f| **f).count();
     let deltas: Vec<&DestinationOp> = chunk[..ran]
         .iter()
         .zip(&failed)
@@ -740,7 +742,7 @@ async fn send(
     let matched = r
         .opt_u64("n")?
         .ok_or_else(|| destination.invalid_reply(&name, "`n` is missing"))?;
-    if !deltas.is_empty() && matched < ran as u64 {
+    if !deltas.is_empty() && matched < (ran - refused) as u64 {
         for op in find_missing(ctx, ns, &deltas).await? {
             if let DestinationOp::Delta { ns, id, source, .. } = op {
                 missing.push(DestinationOp::Refetch {
@@ -754,8 +756,7 @@ async fn send(
     if let Some(from) = resend_from
         && from < chunk.len()
     {
-        let rest: Vec<(&DestinationOp, RawDocumentBuf)> = chunk[from..].to_vec();
-        return Box::pin(send(ctx, ns, &rest, ordered, pending, missing)).await;
+        return Box::pin(send(ctx, ns, &chunk[from..], ordered, pending, missing)).await;
     }
     Ok(())
 }
