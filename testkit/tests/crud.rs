@@ -718,13 +718,18 @@ async fn find_cursors_read_on_from_their_position_like_mongod_scans() {
         ]
     );
     let id = cursor.get_i64("id").unwrap();
+    // Read on, not from a snapshot: 9 is gone and 11, written after the first batch, comes.
+    coll.delete_one(doc! {"_id": 9}).await.unwrap();
+    coll.insert_one(doc! {"_id": 11, "odd": true})
+        .await
+        .unwrap();
     let more = db
         .run_command(doc! {"getMore": id, "collection": "c"})
         .await
         .unwrap();
     assert_eq!(
         batch_ids(&more, "nextBatch"),
-        (vec![Bson::Int32(9)], 0),
+        (vec![Bson::Int32(11)], 0),
         "the limit ends the cursor"
     );
 
