@@ -391,6 +391,10 @@ mod tests {
             })
     }
 
+    /// How long the server holds an orphaned insert: long enough for the checks that must
+    /// see it still running, however loaded the machine.
+    const HELD: i32 = 5_000;
+
     /// Sends an insert tagged `comment` from a client that the server holds for `millis`, and
     /// drops the client before the reply: the server still runs the insert afterwards.
     async fn orphaned_insert(server: &TestServerHandle, comment: Document, millis: i32) {
@@ -454,7 +458,7 @@ mod tests {
         orphaned_insert(
             &server,
             doc! { "mongoshift": "L", "run": "R", "op": 5_i64 },
-            700,
+            HELD,
         )
         .await;
         let own = cluster(&server, "R").await;
@@ -470,7 +474,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_new_run_ends_and_waits_for_an_earlier_runs_operations() {
-        let (server, new) = while_an_old_run_writes(700).await;
+        let (server, new) = while_an_old_run_writes(HELD).await;
         let fence = await_earlier_runs(&new, Duration::from_secs(10))
             .await
             .unwrap();
@@ -486,7 +490,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_earlier_run_that_outlives_the_wait_is_an_error_naming_it() {
-        let (_server, new) = while_an_old_run_writes(1500).await;
+        let (_server, new) = while_an_old_run_writes(HELD).await;
         let err = await_earlier_runs(&new, Duration::from_millis(300))
             .await
             .unwrap_err();
