@@ -111,13 +111,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut stdout = std::io::stdout();
-    if writeln!(stdout, "listening on {}", server.addr())
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        return ExitCode::FAILURE;
-    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -128,32 +121,50 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Registered before the address is printed: whoever starts the server may signal it as
+    // soon as it answers, and an unregistered SIGTERM would kill it without a shutdown.
+    let signalled = {
+        let _context = runtime.enter();
+        match shutdown_signals() {
+            Ok(signalled) => signalled,
+            Err(e) => {
+                eprintln!("mongoshift-testd: cannot listen for signals: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let mut stdout = std::io::stdout();
+    if writeln!(stdout, "listening on {}", server.addr())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        return ExitCode::FAILURE;
+    }
     runtime.block_on(async {
-        wait_for_signal().await;
+        signalled.await;
         server.shutdown().await;
     });
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// Listens for SIGINT and SIGTERM (Ctrl-C elsewhere); the future resolves on the first.
+#[cfg(unix)]
+fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+    })
+}
+
+/// Listens for SIGINT and SIGTERM (Ctrl-C elsewhere); the future resolves on the first.
+#[cfg(not(unix))]
+fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
