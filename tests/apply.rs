@@ -355,7 +355,7 @@ fn a_second_apply_is_refused_while_the_first_runs() {
     pair.write_config(SMALL_PARTITIONS);
     slow_inserts(&pair.destination, 200);
     let mut first = pair.spawn_apply(&[]);
-    pair.wait_for_phase(Phase::Preparing, Duration::from_secs(20));
+    pair.wait_for_phase(Phase::Preparing, Duration::from_secs(60));
 
     let second = pair.run(&["apply"]);
     assert_eq!(second.code, 4, "{}", second.stderr);
@@ -421,10 +421,11 @@ fn an_interrupt_saves_state_and_exits_130() {
     let pair = Pair::new();
     seed_variety(&pair.source);
     pair.write_config(SMALL_PARTITIONS);
-    slow_inserts(&pair.destination, 100);
+    // A second per insert: the copy certainly lasts until the interrupt, and stopping
+    // promptly means waiting for the inserts in flight only.
+    slow_inserts(&pair.destination, 1000);
     let mut child = pair.spawn_apply(&[]);
-    pair.wait_for_phase(Phase::Copying, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(500));
+    pair.wait_for_phase(Phase::Copying, Duration::from_secs(60));
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -500,19 +501,20 @@ fn changes_during_a_copy_longer_than_the_oplog_window_all_arrive() {
     );
     seed_variety(&pair.source);
     pair.write_config(SMALL_PARTITIONS);
-    // Inserts on the destination wait two seconds each: the largest collection is three
-    // batches, so the copy outlasts the writer's three or four seconds.
-    slow_inserts(&pair.destination, 2000);
+    // Inserts on the destination wait six seconds each: the largest collection is three
+    // batches, so the copy (18 s or more) outlasts the writer's nine or ten seconds, with
+    // room to spare on a loaded machine.
+    slow_inserts(&pair.destination, 6000);
     let mut child = pair.spawn_apply(&[]);
-    pair.wait_for_phase(Phase::Copying, Duration::from_secs(20));
+    pair.wait_for_phase(Phase::Copying, Duration::from_secs(60));
     block_on(async {
         let c = client(&pair.source).await;
         let live = c.database("shop").collection::<Document>("live");
-        // About 100 writes a second: the oplog then holds about one second of history,
+        // About 30 writes a second: the oplog then holds about three seconds of history,
         // far less than the copy takes, while the reader keeps up with the pace.
         for i in 0..300 {
             live.insert_one(doc! { "_id": i, "at": i }).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
         }
     });
     let copying = pair.state();

@@ -14,7 +14,7 @@ use mongoshift_testkit::TestServerHandle;
 
 const BASE: i64 = 3000;
 
-const CONFIG: &str = "[options.copy]\npartition_size = \"1MiB\"\nbatch_size = \"64KiB\"\nparallel_partitions = 2\n[cutover]\nblock_source_writes = true\nmax_lag = \"2s\"\n";
+const CONFIG: &str = "[options.copy]\npartition_size = \"1MiB\"\nbatch_size = \"64KiB\"\nparallel_partitions = 2\n[cutover]\nblock_source_writes = true\nmax_lag = \"10s\"\n";
 
 /// Where to kill, and how to make that moment last long enough to hit it.
 struct Moment {
@@ -75,13 +75,16 @@ fn moments() -> Vec<Moment> {
         },
         Moment {
             name: "after the write block",
-            slow: None,
+            // The block lasts from the drain to the commit: slow verification reads keep it
+            // on long enough to be seen.
+            slow: Some(|| slow(&["find"], 1000)),
             approve_first: true,
             reached: |s| s.cutover.write_block == WriteBlock::On,
         },
         Moment {
             name: "draining",
-            slow: Some(|| slow(&["update", "delete"], 300)),
+            // The lag these keep up is within max_lag, so the cutover still starts.
+            slow: Some(|| slow(&["update", "delete"], 1000)),
             approve_first: true,
             reached: |s| s.phase == Phase::CuttingOver && s.cutover.final_time.is_some(),
         },
@@ -324,7 +327,7 @@ fn kill_while_held(pair: &Pair, apply: &mut std::process::Child, op: &str) -> In
     Instant::now()
 }
 
-/// A killed apply's last write is still running on the destination (held there for 3 s). The
+/// A killed apply's last write is still running on the destination (held there for 10 s). The
 /// resumed run deletes the document, as the source did since; without waiting for the old
 /// write, it would land afterwards and bring the deleted document back.
 #[test]
@@ -336,11 +339,12 @@ fn a_resumed_apply_waits_for_the_killed_runs_writes_still_in_flight() {
     pair.wait_for_state(&mut apply, "ready", Duration::from_secs(120), |s| {
         s.phase >= Phase::Ready
     });
-    // Only mongoshift's connections: its next update command waits 3 s, then runs.
+    // Only mongoshift's connections: its next update command waits 10 s, then runs (long
+    // enough for the kill and the restart below, however loaded the machine).
     pair.destination
         .configure_fail_point(&doc! {
             "configureFailPoint": "failCommand", "mode": { "times": 1 },
-            "data": { "failCommands": ["update"], "blockConnection": true, "blockTimeMS": 3000, "appName": "mongoshift" },
+            "data": { "failCommands": ["update"], "blockConnection": true, "blockTimeMS": 10_000, "appName": "mongoshift" },
         })
         .unwrap();
     block_on(async {
@@ -363,8 +367,8 @@ fn a_resumed_apply_waits_for_the_killed_runs_writes_still_in_flight() {
     pair.wait_for_state(&mut again, "ready again", Duration::from_secs(120), |s| {
         s.phase >= Phase::Ready && s.sync.counts.deletes >= 1
     });
-    // Past the old write's 3 s: had it run, it would have run by now.
-    std::thread::sleep(Duration::from_millis(3500).saturating_sub(killed_at.elapsed()));
+    // Past the old write's 10 s: had it run, it would have run by now.
+    std::thread::sleep(Duration::from_millis(10_500).saturating_sub(killed_at.elapsed()));
     assert!(tagged_operations(&pair.destination, "update").is_empty());
     let late = block_on(async {
         orders(&pair.destination)

@@ -181,9 +181,13 @@ fn survive(fault: &Fault) -> i64 {
         s.phase >= Phase::Ready
     });
     let after_copy = disarm(faulty);
+    let applied = pair.state().sync.counts.total();
     arm(faulty, fault, doc! { "times": TIMES });
-    // The writer's changes meet the fault while they are applied.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The writer's changes meet the fault while they are applied: wait until a good number
+    // of them were applied after it was armed.
+    pair.wait_for_state(&mut apply, "applying", Duration::from_secs(120), |s| {
+        s.sync.counts.total() > applied + 100
+    });
     assert_eq!(pair.run(&["cutover"]).code, 0);
     let written = writer.wait_refused(Duration::from_secs(60));
     let (code, stdout, stderr) = output(apply);

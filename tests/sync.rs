@@ -149,7 +149,7 @@ fn the_report_counts_what_happened() {
     pair.wait_for_phase(Phase::CatchingUp, Duration::from_secs(60));
     let writer = Writer::start(&pair.source, BASE, false, Duration::from_millis(2));
     pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(800));
+    writer.wait_for_steps(200, Duration::from_secs(60));
     assert_eq!(pair.run(&["cutover"]).code, 0);
     let written = writer.wait_refused(Duration::from_secs(60));
     let (code, stdout, stderr) = output(apply);
@@ -248,7 +248,17 @@ fn keep_syncing_outlives_the_window() {
     );
     let apply = pair.spawn_apply(&[]);
     pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(2));
+    // Past the window's end, and a few of the engine's ticks after it.
+    let deadline: jiff::Timestamp = pair
+        .state()
+        .cutover
+        .deadline
+        .expect("a window has a deadline")
+        .parse()
+        .unwrap();
+    while jiff::Timestamp::now() < deadline + jiff::SignedDuration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(
         pair.state().phase,
         Phase::Ready,
@@ -266,6 +276,10 @@ fn keep_syncing_outlives_the_window() {
     assert_eq!(pair.run(&["cutover"]).code, 0);
     let (code, _, stderr) = output(apply);
     assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("the cutover window has ended; syncing continues"),
+        "the expiry was noticed: {stderr}"
+    );
     assert_same_clusters(&pair.source, &pair.destination);
 }
 
@@ -293,11 +307,14 @@ fn abort_releases_the_write_block_and_destroy_removes_exactly_what_was_created()
             .await
             .unwrap()
     });
-    pair.write_config(BLOCKING);
+    // Destination writes of 4 s each keep the drain, and so the write block, on for seconds:
+    // long enough to abort in. They also keep the lag high, which max_lag must allow, or the
+    // cutover would not start at all.
+    pair.write_config(&BLOCKING.replace("max_lag = \"2s\"", "max_lag = \"60s\""));
     let writer = Writer::start(&pair.source, BASE, false, Duration::from_millis(2));
     let apply = pair.spawn_apply(&[]);
     pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
-    slow_destination_writes(&pair.destination, 2000);
+    slow_destination_writes(&pair.destination, 4000);
     assert_eq!(pair.run(&["cutover"]).code, 0);
     pair.wait_for_phase(Phase::CuttingOver, Duration::from_secs(30));
     writer.wait_refused(Duration::from_secs(30));
@@ -395,23 +412,23 @@ fn kill(child: &mut Child) {
 fn killed_while_streaming_and_while_cutting_over_it_converges() {
     let pair = Pair::new();
     seed(&pair.source);
-    // Destination writes of 1.5 s each keep the lag near 2 s: max_lag leaves room for it, so
-    // that the cutover starts while they are slow.
-    pair.write_config(&BLOCKING.replace("max_lag = \"2s\"", "max_lag = \"5s\""));
+    // Destination writes of 3 s each keep the drain, and so the write block, on for seconds;
+    // they also keep the lag high, which max_lag must allow, or the cutover would not start.
+    pair.write_config(&BLOCKING.replace("max_lag = \"2s\"", "max_lag = \"60s\""));
     let writer = Writer::start(&pair.source, BASE, true, Duration::from_millis(3));
     let mut apply = pair.spawn_apply(&[]);
-    pair.wait_for_phase(Phase::CatchingUp, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(700));
+    pair.wait_for_state(&mut apply, "applying", Duration::from_secs(60), |s| {
+        s.phase >= Phase::CatchingUp && s.sync.counts.total() > 20
+    });
     kill(&mut apply); // while applying changes
 
     let mut apply = pair.spawn_apply(&[]);
     pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
-    slow_destination_writes(&pair.destination, 1500);
+    slow_destination_writes(&pair.destination, 3000);
     assert_eq!(pair.run(&["cutover"]).code, 0);
     pair.wait_for_phase(Phase::CuttingOver, Duration::from_secs(30));
     let written = writer.wait_refused(Duration::from_secs(30));
     assert!(written.refused.is_some());
-    std::thread::sleep(Duration::from_millis(300));
     kill(&mut apply); // while the write block is on
     assert!(
         !source_accepts_writes(&pair.source),
