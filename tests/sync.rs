@@ -46,25 +46,47 @@ fn seed(server: &TestServerHandle) {
 }
 
 /// Like [`output`], but kills the process and fails the test (showing its output) when it
-/// runs longer than `limit`.
+/// runs longer than `limit`. The output is read while waiting: a verbose run would otherwise
+/// fill a pipe and block on it, and look like a hang.
 fn output_within(
     mut child: Child,
     limit: Duration,
     lockfile_dump: impl Fn() -> String,
 ) -> (i32, String, String) {
+    fn drain<R: std::io::Read + Send + 'static>(
+        pipe: Option<R>,
+    ) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if start.elapsed() > limit {
             child.kill().unwrap();
-            let (_, stdout, stderr) = output(child);
+            child.wait().unwrap();
             panic!(
-                "apply did not finish within {limit:?}\n{stdout}\n{stderr}\n{}",
+                "apply did not finish within {limit:?}\n{}\n{}\n{}",
+                stdout.join().unwrap(),
+                stderr.join().unwrap(),
                 lockfile_dump()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    output(child)
+    };
+    (
+        status.code().unwrap_or(-1),
+        stdout.join().unwrap(),
+        stderr.join().unwrap(),
+    )
 }
 
 fn source_accepts_writes(server: &TestServerHandle) -> bool {
