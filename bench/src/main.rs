@@ -24,6 +24,9 @@ use std::time::Duration;
 use clap::Parser;
 use mongodb::Client;
 
+/// Oplog entries the destination keeps (the test server's default).
+const DESTINATION_OPLOG: usize = 100_000;
+
 /// Errors of the harness.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -91,7 +94,11 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
         .unwrap_or(usize::MAX)
         .max(1_000_000);
     let source = servers::Server::start(&binaries.testd, "src", oplog)?;
-    let destination = servers::Server::start(&binaries.testd, "dst", oplog)?;
+    // The destination's oplog is never read. The test server keeps its entries in memory, and
+    // an insert's entry shares the document: ten million entries would keep every document
+    // of every dropped copy alive (7.5 GiB by the end of a run), where mongod keeps its oplog
+    // on disk. So the destination keeps a small one.
+    let destination = servers::Server::start(&binaries.testd, "dst", DESTINATION_OPLOG)?;
     let src = Client::with_uri_str(&source.uri).await?;
     let dst = Client::with_uri_str(&destination.uri).await?;
     let small = (args.docs / 10).max(1);
@@ -127,7 +134,10 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
     // median ratio (the lower one of an even count) is reported. Every copy and every ceiling
     // writes into a destination holding none of the benchmark's data.
     say("ceiling (raw batched inserts into the destination)");
+    let cpu = |server: &servers::Server| process::cpu_secs(server.pid());
+    let mut spent = cpu(&destination)?;
     let mut before = scenarios::ceiling(&dst, args.docs, args.doc_size).await?;
+    let mut before_cpu = cpu(&destination)? - spent;
     let mut rounds = Vec::new();
     let mut verify = None;
     let repeat = args.repeat.max(1);
@@ -143,19 +153,29 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
             &["bench"],
             "auto",
         )?;
+        let (source_spent, destination_spent) = (cpu(&source)?, cpu(&destination)?);
         let copy = scenarios::copy(&binaries, &m)?;
+        let copy_source = cpu(&source)? - source_spent;
+        let copy_destination = cpu(&destination)? - destination_spent;
         if round == repeat {
             say("verify against a plain scan");
             verify = Some(scenarios::verify(&binaries, &m, &src, &dst, "bench").await?);
         }
         dst.database("bench").drop().await?;
+        spent = cpu(&destination)?;
         let after = scenarios::ceiling(&dst, args.docs, args.doc_size).await?;
+        let after_cpu = cpu(&destination)? - spent;
         rounds.push(report::Round {
             ceiling_before: before,
             copy,
             ceiling_after: after,
+            servers_cpu: report::ServersCpu {
+                ceiling_destination: before_cpu + after_cpu,
+                copy_source,
+                copy_destination,
+            },
         });
-        before = after;
+        (before, before_cpu) = (after, after_cpu);
     }
     let verify = verify.ok_or("no copy round ran")?;
     let median = report::median_round(&rounds).ok_or("no copy round ran")?;
