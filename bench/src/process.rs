@@ -118,6 +118,13 @@ fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::Joi
     })
 }
 
+/// The CPU seconds (user + system) process `pid` has used so far.
+pub fn cpu_secs(pid: u32) -> Result<f64, BoxError> {
+    read_stat(pid)
+        .map(|(_, cpu)| cpu)
+        .ok_or_else(|| format!("cannot read the CPU time of process {pid} from /proc").into())
+}
+
 /// The state letter and the CPU seconds so far.
 fn read_stat(pid: u32) -> Option<(char, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -98,12 +98,47 @@ pub struct Round {
     pub copy: CopyRun,
     /// The destination's raw insert rate, just after the copy.
     pub ceiling_after: Rate,
+    /// What the servers' processes spent.
+    pub servers_cpu: ServersCpu,
+}
+
+/// CPU seconds (user + system) the two server processes used during a round's measurements:
+/// where the machine's cores went, since the copy shares them three ways and the ceiling
+/// gives them all to the destination.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ServersCpu {
+    /// The destination, during the ceilings before and after the copy.
+    pub ceiling_destination: f64,
+    /// The source, during the copy (the whole `apply` run).
+    pub copy_source: f64,
+    /// The destination, during the copy.
+    pub copy_destination: f64,
+}
+
+/// CPU seconds per million documents.
+fn per_million(secs: f64, documents: u64) -> f64 {
+    secs / (documents.max(1) as f64 / 1e6)
 }
 
 impl Round {
     /// The ceiling around the copy: both measurements as one.
     pub fn ceiling(&self) -> Rate {
         Rate::combined(&self.ceiling_before, &self.ceiling_after)
+    }
+
+    /// Per million documents: the destination during the ceilings, then the destination,
+    /// the source and mongoshift during the copy.
+    pub fn cpu_per_million(&self) -> [f64; 4] {
+        let copied = self.copy.rate.documents;
+        [
+            per_million(
+                self.servers_cpu.ceiling_destination,
+                self.ceiling().documents,
+            ),
+            per_million(self.servers_cpu.copy_destination, copied),
+            per_million(self.servers_cpu.copy_source, copied),
+            per_million(self.copy.cpu_secs, copied),
+        ]
     }
 
     /// Copy rate over the ceiling around it.
@@ -171,7 +206,7 @@ impl Results {
         median(
             self.rounds
                 .iter()
-                .map(|r| r.copy.cpu_secs / (r.copy.rate.documents.max(1) as f64 / 1e6)),
+                .map(|r| per_million(r.copy.cpu_secs, r.copy.rate.documents)),
         )
     }
 
@@ -294,6 +329,15 @@ pub fn table(r: &Results) -> String {
             ),
         ),
         (
+            "CPU per million documents, by process".into(),
+            median_round(&r.rounds).map_or_else(String::new, |m| {
+                let [ceiling, destination, source, mongoshift] = m.cpu_per_million();
+                format!(
+                    "ceiling: destination {ceiling:.2} s; copy: destination {destination:.2} s, source {source:.2} s, mongoshift {mongoshift:.2} s (the median round)"
+                )
+            }),
+        ),
+        (
             "peak RSS 1× / 10×".into(),
             format!(
                 "{} / {} (ratio {:.2} of medians; each run, 1×: {} MiB; 10×: {} MiB)",
@@ -378,6 +422,15 @@ pub fn save(r: &Results, path: &Path) -> std::io::Result<()> {
     value["peak_rss_small"] = r.peak_rss_small().into();
     value["peak_rss_large"] = r.peak_rss_large().into();
     value["cpu_secs_per_million"] = r.cpu_per_million().into();
+    if let Some(m) = median_round(&r.rounds) {
+        let [ceiling, destination, source, mongoshift] = m.cpu_per_million();
+        value["median_round_cpu_secs_per_million"] = serde_json::json!({
+            "ceiling_destination": ceiling,
+            "copy_destination": destination,
+            "copy_source": source,
+            "copy_mongoshift": mongoshift,
+        });
+    }
     let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")
 }

@@ -41,6 +41,21 @@ fn a_small_run_measures_everything_and_writes_json() {
         assert_eq!(round["ceiling_before"]["documents"], 3000);
         assert_eq!(round["ceiling_after"]["documents"], 3000);
         assert_eq!(round["copy"]["rate"]["documents"], 3000);
+        // Both servers worked during the copy (a whole `apply` run, far more than the 10 ms
+        // a CPU tick counts); two small ceilings may take less than a tick.
+        let cpu = |part: &str| round["servers_cpu"][part].as_f64().unwrap();
+        assert!(
+            cpu("copy_source") > 0.0 && cpu("copy_destination") > 0.0,
+            "{round}"
+        );
+        assert!(cpu("ceiling_destination") >= 0.0, "{round}");
+    }
+    let by_process = &r["median_round_cpu_secs_per_million"];
+    for part in ["copy_destination", "copy_source", "copy_mongoshift"] {
+        assert!(
+            by_process[part].as_f64().unwrap() > 0.0,
+            "{part}: {by_process}"
+        );
     }
     // Each round's ceiling after its copy is the next round's ceiling before.
     assert_eq!(rounds[0]["ceiling_after"], rounds[1]["ceiling_before"]);
