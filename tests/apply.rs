@@ -353,7 +353,8 @@ fn a_second_apply_is_refused_while_the_first_runs() {
     let pair = Pair::new();
     seed_variety(&pair.source);
     pair.write_config(SMALL_PARTITIONS);
-    slow_inserts(&pair.destination, 200);
+    // Two seconds per insert: the first run certainly outlasts the second and `status`.
+    slow_inserts(&pair.destination, 2000);
     let mut first = pair.spawn_apply(&[]);
     pair.wait_for_phase(Phase::Preparing, Duration::from_secs(60));
 
