@@ -138,6 +138,7 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
     let mut spent = cpu(&destination)?;
     let mut before = scenarios::ceiling(&dst, args.docs, args.doc_size).await?;
     let mut before_cpu = cpu(&destination)? - spent;
+    scenarios::drop_ceiling(&dst).await?;
     let mut rounds = Vec::new();
     let mut verify = None;
     let repeat = args.repeat.max(1);
@@ -165,6 +166,7 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
         spent = cpu(&destination)?;
         let after = scenarios::ceiling(&dst, args.docs, args.doc_size).await?;
         let after_cpu = cpu(&destination)? - spent;
+        scenarios::drop_ceiling(&dst).await?;
         rounds.push(report::Round {
             ceiling_before: before,
             copy,

@@ -105,7 +105,7 @@ pub struct Round {
 /// CPU seconds (user + system) the two server processes used during a round's measurements:
 /// where the machine's cores went, since the copy shares them three ways and the ceiling
 /// gives them all to the destination.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct ServersCpu {
     /// The destination, during the ceilings before and after the copy.
     pub ceiling_destination: f64,

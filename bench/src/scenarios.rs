@@ -62,6 +62,9 @@ impl Rate {
     }
 }
 
+/// The database [`ceiling`] writes into.
+const CEILING_DB: &str = "bench_ceiling";
+
 /// The destination's raw batched-insert rate: pre-built `insert` commands, each a batch of
 /// `COPY_BATCH_BYTES` of the same documents, built as mongoshift builds its own (unordered,
 /// `bypassDocumentValidation`, its default write concern, the documents as one array), sent
@@ -100,7 +103,7 @@ pub async fn ceiling(destination: &Client, count: u64, size: usize) -> Result<Ra
         commands.push(Some((command(current), current_docs)));
     }
     let commands = Arc::new(std::sync::Mutex::new(commands));
-    let db = destination.database("bench_ceiling");
+    let db = destination.database(CEILING_DB);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -140,9 +143,17 @@ pub async fn ceiling(destination: &Client, count: u64, size: usize) -> Result<Ra
     while let Some(r) = set.join_next().await {
         r??;
     }
-    let rate = Rate::new(count, total_bytes, started.elapsed().as_secs_f64());
-    destination.database("bench_ceiling").drop().await?;
-    Ok(rate)
+    Ok(Rate::new(
+        count,
+        total_bytes,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// Drops what [`ceiling`] wrote (outside its measurement, as the copy's drop is outside the
+/// copy's).
+pub async fn drop_ceiling(destination: &Client) -> Result<(), BoxError> {
+    Ok(destination.database(CEILING_DB).drop().await?)
 }
 
 /// A migration directory with its `migration.toml`.

@@ -108,7 +108,7 @@ impl Server {
         })
     }
 
-    /// The server's process id (for its memory figures).
+    /// The server's process id (for its memory and CPU figures).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
