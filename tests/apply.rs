@@ -493,27 +493,27 @@ fn saved_plans_apply_exactly_or_are_refused_when_stale() {
 
 #[test]
 fn changes_during_a_copy_longer_than_the_oplog_window_all_arrive() {
-    // The source keeps only 100 oplog entries; 300 writes happen during the copy.
+    // The source keeps only 50 oplog entries; 150 writes happen during the copy.
     let pair = Pair::with(
         TestServer::builder()
             .replica_set_name("src")
-            .oplog_max_events(100),
+            .oplog_max_events(50),
         TestServer::builder().replica_set_name("dst"),
     );
     seed_variety(&pair.source);
     pair.write_config(SMALL_PARTITIONS);
     // Inserts on the destination wait six seconds each: the largest collection is three
-    // batches, so the copy (18 s or more) outlasts the writer's nine or ten seconds, with
-    // room to spare on a loaded machine.
+    // batches, so the copy (18 s or more) outlasts the writer's five seconds, with room to
+    // spare on a loaded machine.
     slow_inserts(&pair.destination, 6000);
     let mut child = pair.spawn_apply(&[]);
     pair.wait_for_phase(Phase::Copying, Duration::from_secs(60));
     block_on(async {
         let c = client(&pair.source).await;
         let live = c.database("shop").collection::<Document>("live");
-        // About 30 writes a second: the oplog then holds about three seconds of history,
-        // far less than the copy takes, while the reader keeps up with the pace.
-        for i in 0..300 {
+        // About 30 writes a second: the oplog then holds under two seconds of history, far
+        // less than the copy takes, while the reader keeps up with the pace.
+        for i in 0..150 {
             live.insert_one(doc! { "_id": i, "at": i }).await.unwrap();
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
@@ -529,13 +529,13 @@ fn changes_during_a_copy_longer_than_the_oplog_window_all_arrive() {
 
     let s = pair.state();
     assert!(
-        s.stream.events_spooled >= 300,
+        s.stream.events_spooled >= 150,
         "every change was spooled: {}",
         s.stream.events_spooled
     );
-    // Every change made while the copy ran arrived, though the source kept only 100 of them.
+    // Every change made while the copy ran arrived, though the source kept only 50 of them.
     let live = raw_documents(&pair.destination, "shop", "live");
-    assert_eq!(live.len(), 300);
+    assert_eq!(live.len(), 150);
     assert_same_data(&pair, "shop", &["live", "mixed", "orders"]);
 }
 

@@ -397,19 +397,25 @@ fn destroy_after_a_kill_leaves_no_late_write_behind() {
     let pair = Pair::new();
     seed(&pair.source);
     pair.write_config(CONFIG);
-    // Only mongoshift's connections: its first insert waits 3 s, then runs.
+    // Only mongoshift's connections: its first insert waits 10 s, then runs (long enough for
+    // destroy to find it still running, however loaded the machine).
     pair.destination
         .configure_fail_point(&doc! {
             "configureFailPoint": "failCommand", "mode": { "times": 1 },
-            "data": { "failCommands": ["insert"], "blockConnection": true, "blockTimeMS": 3000, "appName": "mongoshift" },
+            "data": { "failCommands": ["insert"], "blockConnection": true, "blockTimeMS": 10_000, "appName": "mongoshift" },
         })
         .unwrap();
     let mut apply = pair.spawn_apply(&[]);
     let killed_at = kill_while_held(&pair, &mut apply, "insert");
     let destroy = pair.run(&["destroy", "--yes"]);
     assert_eq!(destroy.code, 0, "{}\n{}", destroy.stdout, destroy.stderr);
-    // Past the old insert's 3 s: had it run, it would have run by now.
-    std::thread::sleep(Duration::from_millis(3500).saturating_sub(killed_at.elapsed()));
+    assert!(
+        destroy.stderr.contains("earlier, killed run"),
+        "destroy found the old insert and ended it first: {}",
+        destroy.stderr
+    );
+    // Past the old insert's 10 s: had it run, it would have run by now.
+    std::thread::sleep(Duration::from_millis(10_500).saturating_sub(killed_at.elapsed()));
     let left = common::contents(&pair.destination);
     assert!(
         left.keys()
