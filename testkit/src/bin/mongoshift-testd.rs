@@ -147,7 +147,7 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Listens for SIGINT and SIGTERM (Ctrl-C elsewhere); the future resolves on the first.
+/// Listens for SIGINT and SIGTERM; the future resolves on the first.
 #[cfg(unix)]
 fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -161,8 +161,17 @@ fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> 
     })
 }
 
-/// Listens for SIGINT and SIGTERM (Ctrl-C elsewhere); the future resolves on the first.
-#[cfg(not(unix))]
+/// Listens for Ctrl-C; the future resolves on the first.
+#[cfg(windows)]
+fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+    Ok(async move {
+        ctrl_c.recv().await;
+    })
+}
+
+/// Listens for Ctrl-C from the first poll on (no earlier registration on such targets).
+#[cfg(not(any(unix, windows)))]
 fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
