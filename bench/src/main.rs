@@ -155,7 +155,9 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
             "auto",
         )?;
         let (source_spent, destination_spent) = (cpu(&source)?, cpu(&destination)?);
+        let machine = process::machine_ticks()?;
         let copy = scenarios::copy(&binaries, &m)?;
+        let copy_stolen = process::stolen_share(machine, process::machine_ticks()?);
         let copy_source = cpu(&source)? - source_spent;
         let copy_destination = cpu(&destination)? - destination_spent;
         if round == repeat {
@@ -175,6 +177,7 @@ async fn run(args: &Args) -> Result<report::Results, BoxError> {
                 ceiling_destination: before_cpu + after_cpu,
                 copy_source,
                 copy_destination,
+                copy_stolen,
             },
         });
         (before, before_cpu) = (after, after_cpu);

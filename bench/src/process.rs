@@ -125,6 +125,33 @@ pub fn cpu_secs(pid: u32) -> Result<f64, BoxError> {
         .ok_or_else(|| format!("cannot read the CPU time of process {pid} from /proc").into())
 }
 
+/// The machine's CPU time so far, in clock ticks over all CPUs: (all, stolen). Stolen time
+/// is what the hypervisor gave other guests while this one wanted to run.
+pub fn machine_ticks() -> Result<(u64, u64), BoxError> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    parse_machine_ticks(&stat).ok_or_else(|| "cannot read the CPU times in /proc/stat".into())
+}
+
+fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    // `cpu  user nice system idle iowait irq softirq steal guest guest_nice`; guest time is
+    // already counted in user and nice.
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    Some((ticks.iter().sum(), *ticks.get(7)?))
+}
+
+/// The share of the machine's CPU time stolen between two [`machine_ticks`] readings.
+pub fn stolen_share(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let all = after.0.saturating_sub(before.0);
+    let stolen = after.1.saturating_sub(before.1);
+    stolen as f64 / all.max(1) as f64
+}
+
 /// The state letter and the CPU seconds so far.
 fn read_stat(pid: u32) -> Option<(char, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -165,6 +192,15 @@ mod tests {
         let line = "4242 (mongo shift) (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 1 2 3";
         assert_eq!(parse_stat(line), Some(('S', 3.0)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn machine_ticks_sum_eight_fields_and_name_the_stolen_ones() {
+        let stat = "cpu  100 5 50 800 10 1 2 32 7 0\ncpu0 50 2 25 400 5 0 1 16 3 0\n";
+        assert_eq!(parse_machine_ticks(stat), Some((1000, 32)));
+        assert_eq!(parse_machine_ticks("cpu  1 2\n"), None);
+        assert!((stolen_share((1000, 32), (2000, 132)) - 0.1).abs() < 1e-9);
+        assert_eq!(stolen_share((5, 1), (5, 1)), 0.0);
     }
 
     #[test]

@@ -98,13 +98,13 @@ pub struct Round {
     pub copy: CopyRun,
     /// The destination's raw insert rate, just after the copy.
     pub ceiling_after: Rate,
-    /// What the servers' processes spent.
+    /// Where the machine's CPU went.
     pub servers_cpu: ServersCpu,
 }
 
-/// CPU seconds (user + system) the two server processes used during a round's measurements:
-/// where the machine's cores went, since the copy shares them three ways and the ceiling
-/// gives them all to the destination.
+/// Where the machine's CPU went during a round's measurements: the CPU seconds (user +
+/// system) of the two server processes, since the copy shares the cores three ways and the
+/// ceiling gives them all to the destination, and what the hypervisor took.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ServersCpu {
     /// The destination, during the ceilings before and after the copy.
@@ -113,6 +113,9 @@ pub struct ServersCpu {
     pub copy_source: f64,
     /// The destination, during the copy.
     pub copy_destination: f64,
+    /// The share of the machine's CPU time the hypervisor gave to other guests during the
+    /// copy (`steal` in `/proc/stat`): a noisy neighbour shows here.
+    pub copy_stolen: f64,
 }
 
 /// CPU seconds per million documents.
@@ -336,6 +339,17 @@ pub fn table(r: &Results) -> String {
                     "ceiling: destination {ceiling:.2} s; copy: destination {destination:.2} s, source {source:.2} s, mongoshift {mongoshift:.2} s (the median round)"
                 )
             }),
+        ),
+        (
+            "CPU stolen by the hypervisor".into(),
+            format!(
+                "during each copy: {}",
+                r.rounds
+                    .iter()
+                    .map(|round| format!("{:.0} %", round.servers_cpu.copy_stolen * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ),
         (
             "peak RSS 1× / 10×".into(),
