@@ -48,6 +48,8 @@ fn a_small_run_measures_everything_and_writes_json() {
                 "{round}"
             );
         }
+        let stolen = round["servers_cpu"]["copy_stolen"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&stolen), "{round}");
     }
     // Over both rounds the destination's CPU did count: it created and filled a collection
     // twice, and answered two whole `apply` runs.
