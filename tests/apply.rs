@@ -493,11 +493,11 @@ fn saved_plans_apply_exactly_or_are_refused_when_stale() {
 
 #[test]
 fn changes_during_a_copy_longer_than_the_oplog_window_all_arrive() {
-    // The source keeps only 50 oplog entries; 150 writes happen during the copy.
+    // The source keeps only 100 oplog entries; 150 writes happen during the copy.
     let pair = Pair::with(
         TestServer::builder()
             .replica_set_name("src")
-            .oplog_max_events(50),
+            .oplog_max_events(100),
         TestServer::builder().replica_set_name("dst"),
     );
     seed_variety(&pair.source);
@@ -511,7 +511,7 @@ fn changes_during_a_copy_longer_than_the_oplog_window_all_arrive() {
     block_on(async {
         let c = client(&pair.source).await;
         let live = c.database("shop").collection::<Document>("live");
-        // About 30 writes a second: the oplog then holds under two seconds of history, far
+        // About 30 writes a second: the oplog then holds about three seconds of history, far
         // less than the copy takes, while the reader keeps up with the pace.
         for i in 0..150 {
             live.insert_one(doc! { "_id": i, "at": i }).await.unwrap();
@@ -533,7 +533,7 @@ fn changes_during_a_copy_longer_than_the_oplog_window_all_arrive() {
         "every change was spooled: {}",
         s.stream.events_spooled
     );
-    // Every change made while the copy ran arrived, though the source kept only 50 of them.
+    // Every change made while the copy ran arrived, though the source kept only 100 of them.
     let live = raw_documents(&pair.destination, "shop", "live");
     assert_eq!(live.len(), 150);
     assert_same_data(&pair, "shop", &["live", "mixed", "orders"]);

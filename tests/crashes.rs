@@ -385,7 +385,7 @@ fn a_resumed_apply_waits_for_the_killed_runs_writes_still_in_flight() {
     let (code, stdout, stderr) = output(again);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("earlier, killed run"),
+        stderr.contains("ending them and waiting before writing"),
         "the resumed run found the old write and waited for it: {stderr}"
     );
 }
@@ -410,7 +410,9 @@ fn destroy_after_a_kill_leaves_no_late_write_behind() {
     let destroy = pair.run(&["destroy", "--yes"]);
     assert_eq!(destroy.code, 0, "{}\n{}", destroy.stdout, destroy.stderr);
     assert!(
-        destroy.stderr.contains("earlier, killed run"),
+        destroy
+            .stderr
+            .contains("ending them and waiting before writing"),
         "destroy found the old insert and ended it first: {}",
         destroy.stderr
     );
