@@ -161,19 +161,23 @@ fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> 
     })
 }
 
-/// Listens for Ctrl-C; the future resolves on the first.
+/// Listens for Ctrl-C, Ctrl-Break (all a parent can send to another process group) and the
+/// console closing; the future resolves on the first.
 #[cfg(windows)]
 fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+    use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+    let (mut c, mut brk, mut close) = (ctrl_c()?, ctrl_break()?, ctrl_close()?);
     Ok(async move {
-        ctrl_c.recv().await;
+        tokio::select! {
+            _ = c.recv() => {}
+            _ = brk.recv() => {}
+            _ = close.recv() => {}
+        }
     })
 }
 
-/// Listens for Ctrl-C from the first poll on (no earlier registration on such targets).
+/// No signals on other targets: the server runs until its process is killed.
 #[cfg(not(any(unix, windows)))]
 fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    Ok(std::future::pending())
 }
