@@ -43,27 +43,23 @@ fn a_small_run_measures_everything_and_writes_json() {
         assert_eq!(round["copy"]["rate"]["documents"], 3000);
         // Each part is a count of CPU ticks (10 ms): small ones may round to none.
         for part in ["ceiling_destination", "copy_source", "copy_destination"] {
-            assert!(
-                round["servers_cpu"][part].as_f64().unwrap() >= 0.0,
-                "{round}"
-            );
+            assert!(round["servers_cpu"][part].as_f64().is_some(), "{round}");
         }
         let stolen = round["servers_cpu"]["copy_stolen"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&stolen), "{round}");
     }
-    // Over both rounds the destination's CPU did count: it created and filled a collection
-    // twice, and answered two whole `apply` runs.
-    let destination_during_copies: f64 = rounds
-        .iter()
-        .map(|round| round["servers_cpu"]["copy_destination"].as_f64().unwrap())
-        .sum();
-    assert!(destination_during_copies > 0.0, "{rounds:?}");
+    // Over both rounds each server's CPU did count: the destination created and filled a
+    // collection twice, the source answered two whole `apply` runs.
+    for part in ["copy_source", "copy_destination"] {
+        let total: f64 = rounds
+            .iter()
+            .map(|round| round["servers_cpu"][part].as_f64().unwrap())
+            .sum();
+        assert!(total > 0.0, "{part}: {rounds:?}");
+    }
     let by_process = &r["median_round_cpu_secs_per_million"];
     for part in ["ceiling_destination", "copy_destination", "copy_source"] {
-        assert!(
-            by_process[part].as_f64().unwrap() >= 0.0,
-            "{part}: {by_process}"
-        );
+        assert!(by_process[part].as_f64().is_some(), "{part}: {by_process}");
     }
     assert!(
         by_process["copy_mongoshift"].as_f64().unwrap() > 0.0,
