@@ -55,14 +55,14 @@ pub struct Results {
     pub documents: u64,
     /// Bytes per document.
     pub document_size: usize,
-    /// The destination's raw insert rate (the median round's, before and after its copy).
-    pub ceiling: Rate,
     /// mongoshift copying a tenth of the data, once per round.
     pub small_copies: Vec<CopyRun>,
-    /// mongoshift copying all of it (the median round).
-    pub copy: CopyRun,
     /// Every round of the ceiling and the copy.
     pub rounds: Vec<Round>,
+    /// The round with the median copy/ceiling ratio ([`median_round`] of `rounds`): the copy
+    /// and the ceiling reported. In the JSON as `ceiling` and `copy`.
+    #[serde(skip)]
+    pub median: Round,
     /// Verification and a plain scan.
     pub verify: VerifyRun,
     /// The pymongo copy, or why it did not run.
@@ -183,9 +183,9 @@ pub struct Target {
 }
 
 impl Results {
-    /// Copy rate over the ceiling.
+    /// Copy rate over the ceiling (of the median round).
     pub fn copy_ratio(&self) -> f64 {
-        self.copy.rate.docs_per_sec / self.ceiling.docs_per_sec
+        self.median.ratio()
     }
 
     /// Median peak RSS of the 1× copies, bytes.
@@ -305,12 +305,13 @@ pub fn table(r: &Results) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let [ceiling_cpu, destination_cpu, source_cpu, mongoshift_cpu] = r.median.cpu_per_million();
     let mut rows: Vec<(String, String)> = vec![
         (
             "ceiling (raw batched inserts, before + after)".into(),
-            rate(&r.ceiling),
+            rate(&r.median.ceiling()),
         ),
-        ("mongoshift copy".into(), rate(&r.copy.rate)),
+        ("mongoshift copy".into(), rate(&r.median.copy.rate)),
         (
             "copy / ceiling".into(),
             format!(
@@ -333,12 +334,9 @@ pub fn table(r: &Results) -> String {
         ),
         (
             "CPU per million documents, by process".into(),
-            median_round(&r.rounds).map_or_else(String::new, |m| {
-                let [ceiling, destination, source, mongoshift] = m.cpu_per_million();
-                format!(
-                    "ceiling: destination {ceiling:.2} s; copy: destination {destination:.2} s, source {source:.2} s, mongoshift {mongoshift:.2} s (the median round)"
-                )
-            }),
+            format!(
+                "ceiling: destination {ceiling_cpu:.2} s; copy: destination {destination_cpu:.2} s, source {source_cpu:.2} s, mongoshift {mongoshift_cpu:.2} s (the median round)"
+            ),
         ),
         (
             "CPU stolen by the hypervisor".into(),
@@ -371,7 +369,7 @@ pub fn table(r: &Results) -> String {
             rows.push(("pymongo find → insert_many(1000)".into(), rate(p)));
             rows.push((
                 "mongoshift speed-up over pymongo".into(),
-                format!("{:.1}×", r.copy.rate.docs_per_sec / p.docs_per_sec),
+                format!("{:.1}×", r.median.copy.rate.docs_per_sec / p.docs_per_sec),
             ));
         }
         Err(reason) => rows.push(("pymongo baseline".into(), reason.clone())),
@@ -436,15 +434,15 @@ pub fn save(r: &Results, path: &Path) -> std::io::Result<()> {
     value["peak_rss_small"] = r.peak_rss_small().into();
     value["peak_rss_large"] = r.peak_rss_large().into();
     value["cpu_secs_per_million"] = r.cpu_per_million().into();
-    if let Some(m) = median_round(&r.rounds) {
-        let [ceiling, destination, source, mongoshift] = m.cpu_per_million();
-        value["median_round_cpu_secs_per_million"] = serde_json::json!({
-            "ceiling_destination": ceiling,
-            "copy_destination": destination,
-            "copy_source": source,
-            "copy_mongoshift": mongoshift,
-        });
-    }
+    value["ceiling"] = serde_json::to_value(r.median.ceiling()).map_err(std::io::Error::other)?;
+    value["copy"] = serde_json::to_value(r.median.copy).map_err(std::io::Error::other)?;
+    let [ceiling, destination, source, mongoshift] = r.median.cpu_per_million();
+    value["median_round_cpu_secs_per_million"] = serde_json::json!({
+        "ceiling_destination": ceiling,
+        "copy_destination": destination,
+        "copy_source": source,
+        "copy_mongoshift": mongoshift,
+    });
     let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")
 }
