@@ -775,14 +775,6 @@ async fn a_scan_batch_stops_at_16_mib() {
     assert_eq!(all, (0..20).map(Bson::Int32).collect::<Vec<_>>());
 }
 
-/// The code of a failed command.
-fn command_code(err: &mongodb::error::Error) -> i32 {
-    match err.kind.as_ref() {
-        ErrorKind::Command(c) => c.code,
-        _ => panic!("expected a command error, got {err:?}"),
-    }
-}
-
 #[tokio::test]
 async fn scans_end_as_on_mongod_when_their_collection_is_renamed_replaced_or_overrun() {
     let server = common::start().await;
@@ -822,8 +814,8 @@ async fn scans_end_as_on_mongod_when_their_collection_is_renamed_replaced_or_ove
         .await
         .unwrap();
     assert_eq!(
-        command_code(&get_more(id, "renamed").await.unwrap_err()),
-        175
+        common::error_code(&get_more(id, "renamed").await.unwrap_err()),
+        Some(175)
     );
 
     // `$out` replacing a collection's contents ends its cursors too.
@@ -833,8 +825,8 @@ async fn scans_end_as_on_mongod_when_their_collection_is_renamed_replaced_or_ove
         .await
         .unwrap();
     assert_eq!(
-        command_code(&get_more(id, "replaced").await.unwrap_err()),
-        175
+        common::error_code(&get_more(id, "replaced").await.unwrap_err()),
+        Some(175)
     );
 
     // A natural-order scan of a capped collection whose position was overwritten: 136.
@@ -860,9 +852,12 @@ async fn scans_end_as_on_mongod_when_their_collection_is_renamed_replaced_or_ove
         .await
         .unwrap();
     assert_eq!(
-        command_code(&get_more(id, "capped").await.unwrap_err()),
-        136
+        common::error_code(&get_more(id, "capped").await.unwrap_err()),
+        Some(136)
     );
     // The cursor is gone after its failed getMore.
-    assert_eq!(command_code(&get_more(id, "capped").await.unwrap_err()), 43);
+    assert_eq!(
+        common::error_code(&get_more(id, "capped").await.unwrap_err()),
+        Some(43)
+    );
 }
