@@ -45,48 +45,28 @@ fn seed(server: &TestServerHandle) {
     });
 }
 
-/// Like [`output`], but kills the process and fails the test (showing its output) when it
-/// runs longer than `limit`. The output is read while waiting: a verbose run would otherwise
-/// fill a pipe and block on it, and look like a hang.
+/// Like [`output`] (which reads the output while the process runs, so a verbose run cannot
+/// block on a full pipe), but kills the process and fails the test, showing its output, when
+/// it runs longer than `limit`.
 fn output_within(
-    mut child: Child,
+    child: Child,
     limit: Duration,
     lockfile_dump: impl Fn() -> String,
 ) -> (i32, String, String) {
-    fn drain<R: std::io::Read + Send + 'static>(
-        pipe: Option<R>,
-    ) -> std::thread::JoinHandle<String> {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut bytes);
-            }
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    }
-    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            child.kill().unwrap();
-            child.wait().unwrap();
+    let pid = child.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(output(child)));
+    match finished.recv_timeout(limit) {
+        Ok(result) => result,
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            let (_, stdout, stderr) = finished.recv().expect("the killed process's output");
             panic!(
-                "apply did not finish within {limit:?}\n{}\n{}\n{}",
-                stdout.join().unwrap(),
-                stderr.join().unwrap(),
+                "apply did not finish within {limit:?}\n{stdout}\n{stderr}\n{}",
                 lockfile_dump()
             );
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (
-        status.code().unwrap_or(-1),
-        stdout.join().unwrap(),
-        stderr.join().unwrap(),
-    )
+    }
 }
 
 fn source_accepts_writes(server: &TestServerHandle) -> bool {
@@ -102,6 +82,10 @@ fn source_accepts_writes(server: &TestServerHandle) -> bool {
 }
 
 const BLOCKING: &str = "[options.copy]\npartition_size = \"1MiB\"\n[cutover]\nblock_source_writes = true\nmax_lag = \"2s\"\n";
+
+/// [`BLOCKING`] for tests that slow the destination's writes to act during the drain: those
+/// writes keep the lag high, so `max_lag` must allow it, or the cutover would never start.
+const BLOCKING_SLOW_DESTINATION: &str = "[options.copy]\npartition_size = \"1MiB\"\n[cutover]\nblock_source_writes = true\nmax_lag = \"60s\"\n";
 
 #[test]
 fn a_live_writer_with_ddl_converges_through_an_approved_cutover() {
@@ -329,10 +313,9 @@ fn abort_releases_the_write_block_and_destroy_removes_exactly_what_was_created()
             .await
             .unwrap()
     });
-    // Destination writes of 4 s each keep the drain, and so the write block, on for seconds:
-    // long enough to abort in. They also keep the lag high, which max_lag must allow, or the
-    // cutover would not start at all.
-    pair.write_config(&BLOCKING.replace("max_lag = \"2s\"", "max_lag = \"60s\""));
+    // Destination writes of 4 s each keep the drain, and so the write block, on long enough
+    // to abort in.
+    pair.write_config(BLOCKING_SLOW_DESTINATION);
     let writer = Writer::start(&pair.source, BASE, false, Duration::from_millis(2));
     let apply = pair.spawn_apply(&[]);
     pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
@@ -434,9 +417,9 @@ fn kill(child: &mut Child) {
 fn killed_while_streaming_and_while_cutting_over_it_converges() {
     let pair = Pair::new();
     seed(&pair.source);
-    // Destination writes of 3 s each keep the drain, and so the write block, on for seconds;
-    // they also keep the lag high, which max_lag must allow, or the cutover would not start.
-    pair.write_config(&BLOCKING.replace("max_lag = \"2s\"", "max_lag = \"60s\""));
+    // Destination writes of 3 s each (below) keep the drain, and so the write block, on for
+    // seconds.
+    pair.write_config(BLOCKING_SLOW_DESTINATION);
     let writer = Writer::start(&pair.source, BASE, true, Duration::from_millis(3));
     let mut apply = pair.spawn_apply(&[]);
     pair.wait_for_state(&mut apply, "applying", Duration::from_secs(60), |s| {
