@@ -13,6 +13,13 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use mongoshift_testkit::{Mode, TestServer, UserSpec};
 
+// Every command allocates and frees its request, reply and documents; under a benchmark's load
+// glibc's malloc and free took a fifth of the server's CPU. jemalloc, on the targets where
+// mongoshift itself uses it (see its src/main.rs: x86_64, not MSVC).
+#[cfg(all(target_arch = "x86_64", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Command-line options.
 #[derive(Debug, Parser)]
 #[command(
