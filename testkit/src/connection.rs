@@ -90,8 +90,16 @@ impl Connection {
         // Validate the length before allocating: a hostile length must not make us reserve
         // gigabytes.
         let body_len = header.body_len()?;
-        let mut body = vec![0u8; body_len];
-        self.reader.read_exact(&mut body).await?;
+        // Read into spare capacity, not a zeroed buffer: jemalloc zeroes a reused allocation of
+        // megabytes (an insert batch) by handing its pages back to the kernel, so each page of
+        // each request would fault in again. `take` stops at the end of this message.
+        let mut body = Vec::with_capacity(body_len);
+        let mut rest = (&mut self.reader).take(body_len as u64);
+        while body.len() < body_len {
+            if rest.read_buf(&mut body).await? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            }
+        }
         if header.op_code == wire::OP_MSG && body.len() >= 4 {
             let flags = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
             if flags & wire::FLAG_CHECKSUM_PRESENT != 0 {
@@ -102,9 +110,12 @@ impl Connection {
         Ok(Some((header, request)))
     }
 
-    /// Writes an already-encoded message and flushes it.
-    pub async fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.writer.write_all(frame).await?;
+    /// Writes a message, its prefix (header and op fields) then its body, and flushes it. A
+    /// small message goes out whole from the buffer; a body larger than the buffer is written
+    /// from where it is, never copied.
+    pub async fn write_message(&mut self, prefix: &[u8], body: &[u8]) -> io::Result<()> {
+        self.writer.write_all(prefix).await?;
+        self.writer.write_all(body).await?;
         self.writer.flush().await
     }
 

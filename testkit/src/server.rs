@@ -478,12 +478,13 @@ async fn handle_connection(
         match outcome {
             Outcome::Reply(body) => {
                 let id = connection.next_request_id();
-                let frame = if legacy {
-                    wire::encode_op_reply(id, header.request_id, &body)
+                let body = body.as_bytes();
+                let prefix = if legacy {
+                    wire::op_reply_prefix(id, header.request_id, body.len())
                 } else {
-                    wire::encode_op_msg(id, header.request_id, &body)
+                    wire::op_msg_prefix(id, header.request_id, body.len())
                 };
-                if connection.write_frame(&frame).await.is_err() {
+                if connection.write_message(&prefix, body).await.is_err() {
                     break;
                 }
             }

@@ -400,30 +400,29 @@ fn crc32c_update(mut crc: u32, bytes: &[u8]) -> u32 {
     crc
 }
 
-/// Encodes an OP_MSG reply with flag bits 0 and a single kind-0 section.
-pub fn encode_op_msg(request_id: i32, response_to: i32, body: &RawDocument) -> Vec<u8> {
-    let doc = body.as_bytes();
-    let length = HEADER_LEN + 4 + 1 + doc.len();
-    let mut out = Vec::with_capacity(length);
+/// The bytes of an OP_MSG reply before its body of `body_len` bytes: the header, flag bits 0
+/// and a kind-0 section's kind byte. The body follows as it is: copying a cursor batch of
+/// megabytes into one frame would cost a copy and fresh pages per reply.
+pub fn op_msg_prefix(request_id: i32, response_to: i32, body_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 4 + 1);
+    let length = HEADER_LEN + 4 + 1 + body_len;
     push_header(&mut out, length, request_id, response_to, OP_MSG);
     out.extend_from_slice(&0u32.to_le_bytes());
     out.push(0);
-    out.extend_from_slice(doc);
     out
 }
 
-/// Encodes an OP_REPLY carrying one document, as mongod answers an OP_QUERY command.
-pub fn encode_op_reply(request_id: i32, response_to: i32, body: &RawDocument) -> Vec<u8> {
-    let doc = body.as_bytes();
-    let length = HEADER_LEN + 4 + 8 + 4 + 4 + doc.len();
-    let mut out = Vec::with_capacity(length);
+/// The bytes of an OP_REPLY carrying one document of `body_len` bytes, before the document, as
+/// mongod answers an OP_QUERY command.
+pub fn op_reply_prefix(request_id: i32, response_to: i32, body_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 4 + 8 + 4 + 4);
+    let length = HEADER_LEN + 4 + 8 + 4 + 4 + body_len;
     push_header(&mut out, length, request_id, response_to, OP_REPLY);
     // responseFlags: mongod sets AwaitCapable (8) on every OP_REPLY.
     out.extend_from_slice(&8i32.to_le_bytes());
     out.extend_from_slice(&0i64.to_le_bytes()); // cursorID
     out.extend_from_slice(&0i32.to_le_bytes()); // startingFrom
     out.extend_from_slice(&1i32.to_le_bytes()); // numberReturned
-    out.extend_from_slice(doc);
     out
 }
 
@@ -581,7 +580,8 @@ mod tests {
         assert_eq!(q.full_collection_name, "admin.$cmd");
         assert_eq!(q.number_to_return, -1);
         assert_eq!(q.query, query);
-        let reply = encode_op_reply(9, 3, &query);
+        let mut reply = op_reply_prefix(9, 3, query.as_bytes().len());
+        reply.extend_from_slice(query.as_bytes());
         let (h, _, rest) = split(&reply);
         assert_eq!((h.request_id, h.response_to, h.op_code), (9, 3, OP_REPLY));
         assert_eq!(&rest[20..], query.as_bytes());
