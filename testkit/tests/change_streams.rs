@@ -157,6 +157,63 @@ async fn raw_event_and_batch_fields_match_mongod() {
     );
 }
 
+/// A getMore waiting for events is woken by a write made while it waits, and one that starts
+/// after writes made with nobody waiting finds them at once.
+#[tokio::test]
+async fn a_waiting_get_more_is_woken_by_a_write() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let db = client.database("db");
+    db.create_collection("c").await.unwrap();
+    let reply = db
+        .run_command(doc! {"aggregate": "c", "pipeline": [{"$changeStream": {}}], "cursor": {}})
+        .await
+        .unwrap();
+    let id = reply.get_document("cursor").unwrap().get_i64("id").unwrap();
+    let coll = db.collection::<Document>("c");
+    let next_batch = |reply: Document| -> Vec<i32> {
+        let cursor = reply.get_document("cursor").unwrap();
+        cursor
+            .get_array("nextBatch")
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let e = e.as_document().unwrap();
+                e.get_document("documentKey")
+                    .unwrap()
+                    .get_i32("_id")
+                    .unwrap()
+            })
+            .collect()
+    };
+
+    // Written while no getMore waits.
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    let more = db
+        .run_command(doc! {"getMore": id, "collection": "c", "maxTimeMS": 30_000})
+        .await
+        .unwrap();
+    assert_eq!(next_batch(more), [1]);
+
+    // Written while a getMore waits (with a deadline far beyond the test's bound).
+    let writer = tokio::spawn({
+        let coll = coll.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            coll.insert_one(doc! {"_id": 2}).await.unwrap();
+        }
+    });
+    let more = tokio::time::timeout(
+        Duration::from_secs(20),
+        db.run_command(doc! {"getMore": id, "collection": "c", "maxTimeMS": 30_000}),
+    )
+    .await
+    .expect("the write wakes the getMore before its 30 s deadline")
+    .unwrap();
+    assert_eq!(next_batch(more), [2]);
+    writer.await.unwrap();
+}
+
 #[tokio::test]
 async fn standalone_refuses_change_streams_with_40573() {
     let server = TestServer::builder()
