@@ -526,6 +526,67 @@ async fn oplog_window_is_readable_from_local_oplog_rs() {
     assert_eq!(inserts[0].get_document("o").unwrap(), &doc! {"_id": 1});
 }
 
+/// `local.oplog.rs` is read in chunks from the end a scan starts at; results across chunk
+/// boundaries come whole and in order, both ways.
+#[tokio::test]
+async fn oplog_scans_cross_chunks_in_both_directions() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let coll = client.database("db").collection::<Document>("big");
+    coll.insert_many((0..2_500).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let oplog = client.database("local").collection::<Document>("oplog.rs");
+    let ids = |entries: Vec<Document>| -> Vec<i32> {
+        entries
+            .iter()
+            .map(|e| e.get_document("o").unwrap().get_i32("_id").unwrap())
+            .collect()
+    };
+    let forward: Vec<Document> = oplog
+        .find(doc! {"op": "i", "ns": "db.big"})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(ids(forward), (0..2_500).collect::<Vec<_>>());
+    let newest: Vec<Document> = oplog
+        .find(doc! {"op": "i", "ns": "db.big"})
+        .sort(doc! {"$natural": -1})
+        .limit(3)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(ids(newest), [2_499, 2_498, 2_497]);
+    let oldest_backwards: Vec<Document> = oplog
+        .find(doc! {"op": "i", "ns": "db.big", "o._id": {"$lt": 2}})
+        .sort(doc! {"$natural": -1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(ids(oldest_backwards), [1, 0]);
+    let all = oplog
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .len() as u64;
+    let stats = client
+        .database("local")
+        .run_command(doc! {"collStats": "oplog.rs"})
+        .await
+        .unwrap();
+    assert!(all > 2_500, "{all}");
+    assert_eq!(stats.get_i64("count").unwrap() as u64, all);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_concurrent_connections_write_and_read_consistently() {
     let server = common::start().await;

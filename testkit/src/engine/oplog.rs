@@ -356,9 +356,15 @@ impl Oplog {
         )
     }
 
-    /// A snapshot of all retained entries, oldest first.
-    pub fn snapshot(&self) -> Vec<Arc<OplogEntry>> {
-        self.lock().entries.iter().cloned().collect()
+    /// The newest entries with cluster time before `before` (any when `None`), at most `limit`
+    /// of them, oldest first.
+    pub fn entries_before(&self, before: Option<Timestamp>, limit: usize) -> Vec<Arc<OplogEntry>> {
+        let state = self.lock();
+        let end = before.map_or(state.entries.len(), |b| {
+            state.entries.partition_point(|e| e.ts < b)
+        });
+        let start = end.saturating_sub(limit);
+        state.entries.range(start..end).cloned().collect()
     }
 
     /// How many entries are retained.

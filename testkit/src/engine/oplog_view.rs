@@ -6,7 +6,7 @@
 //! collection UUID), `o` and, for updates, `o2`. Update entries carry a simplified `$v: 2`
 //! delta (`{u: {...}, d: {...}}` with dotted paths) rather than mongod's nested diff format.
 
-use bson::{Bson, Document, RawDocumentBuf, doc};
+use bson::{Bson, Document, RawDocumentBuf, Timestamp, doc};
 
 use crate::engine::Engine;
 use crate::engine::oplog::{DdlOp, OplogEntry, OplogOp};
@@ -184,7 +184,6 @@ pub fn find(
     skip: usize,
     limit: Option<usize>,
 ) -> Result<Vec<RawDocumentBuf>, CommandError> {
-    let entries = engine.oplog.snapshot();
     let descending = sort
         .and_then(SortSpec::natural)
         .is_some_and(|d| d == Direction::Descending);
@@ -194,19 +193,38 @@ pub fn find(
     } else {
         limit.map_or(usize::MAX, |l| l.saturating_add(skip))
     };
-    let iter: Box<dyn Iterator<Item = _>> = if descending {
-        Box::new(entries.iter().rev())
-    } else {
-        Box::new(entries.iter())
-    };
+    // Read in chunks from the wanted end, not a copy of the whole oplog: `plan` and `apply`
+    // read its first and last entries, of an oplog of millions.
+    const CHUNK: usize = 1024;
     let mut out = Vec::new();
-    for entry in iter {
-        if out.len() >= wanted {
+    let mut bound: Option<Timestamp> = None;
+    'scan: loop {
+        let chunk = if descending {
+            let mut chunk = engine.oplog.entries_before(bound, CHUNK);
+            chunk.reverse();
+            chunk
+        } else {
+            let after = bound.unwrap_or(Timestamp {
+                time: 0,
+                increment: 0,
+            });
+            engine.oplog.entries_after(after, CHUNK).0
+        };
+        let Some(last) = chunk.last() else {
             break;
+        };
+        bound = Some(last.ts);
+        for entry in &chunk {
+            if out.len() >= wanted {
+                break 'scan;
+            }
+            let raw = to_raw(&entry_document(entry)?)?;
+            if filter.matches(&raw)? {
+                out.push(raw);
+            }
         }
-        let raw = to_raw(&entry_document(entry)?)?;
-        if filter.matches(&raw)? {
-            out.push(raw);
+        if chunk.len() < CHUNK {
+            break;
         }
     }
     if let Some(sort) = sort.filter(|s| !s.is_empty()) {
@@ -226,10 +244,9 @@ pub fn find(
 pub fn storage_stats(engine: &Engine, scale: i64) -> Result<Document, CommandError> {
     const SAMPLE: usize = 256;
     let scale = scale.max(1);
-    let entries = engine.oplog.snapshot();
     let mut sampled = 0i64;
     let mut sampled_bytes = 0i64;
-    for entry in entries.iter().rev().take(SAMPLE) {
+    for entry in &engine.oplog.entries_before(None, SAMPLE) {
         sampled += 1;
         sampled_bytes += to_raw(&entry_document(entry)?)?.as_bytes().len() as i64;
     }
@@ -238,7 +255,7 @@ pub fn storage_stats(engine: &Engine, scale: i64) -> Result<Document, CommandErr
     } else {
         0
     };
-    let count = entries.len() as i64;
+    let count = engine.oplog.len() as i64;
     let size = average * count;
     let max_size = average.max(1) * engine.config.oplog_max_events as i64;
     Ok(doc! {
