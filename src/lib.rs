@@ -20,6 +20,7 @@
 //! - [`exit`]: the documented process exit codes.
 //!
 //! The library never prints: it returns values and reports that the caller renders.
+#![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod atomic_file;

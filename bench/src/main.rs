@@ -11,6 +11,8 @@
 //! plain scan; `plan` time for many collections; and a hand-written pymongo copy. Figures are
 //! reported, never asserted: the targets are shown as met or not.
 
+#![forbid(unsafe_code)]
+
 mod data;
 mod process;
 mod report;

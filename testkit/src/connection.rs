@@ -7,6 +7,7 @@
 
 use std::io;
 
+use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
@@ -110,12 +111,13 @@ impl Connection {
         Ok(Some((header, request)))
     }
 
-    /// Writes a message, its prefix (header and op fields) then its body, and flushes it. A
-    /// small message goes out whole from the buffer; a body larger than the buffer is written
-    /// from where it is, never copied.
+    /// Writes a message, its prefix (header and op fields) and its body, and flushes it. A
+    /// small message goes out whole from the buffer; a larger one is written from where its
+    /// parts are, in one vectored write, never copied.
     pub async fn write_message(&mut self, prefix: &[u8], body: &[u8]) -> io::Result<()> {
-        self.writer.write_all(prefix).await?;
-        self.writer.write_all(body).await?;
+        self.writer
+            .write_all_buf(&mut Buf::chain(prefix, body))
+            .await?;
         self.writer.flush().await
     }
 

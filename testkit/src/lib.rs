@@ -26,6 +26,8 @@
 //! - [`tls`]: the TLS acceptor (rustls, ring provider);
 //! - [`query`]: the pure query language (filters, updates, projections, sorts, aggregation).
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod command;
 pub mod connection;

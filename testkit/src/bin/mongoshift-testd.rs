@@ -7,6 +7,8 @@
 //! `listening on 127.0.0.1:PORT` as its first stdout line, serves until SIGINT/SIGTERM, then
 //! exits 0.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::process::ExitCode;
 
