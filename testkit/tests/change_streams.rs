@@ -91,16 +91,20 @@ async fn collection_stream_reports_crud_events_with_real_shapes() {
     }
 }
 
+/// Creates `c` in `db` and opens a change stream on it with a raw `aggregate`; the reply.
+async fn open_raw_stream(db: &mongodb::Database) -> Document {
+    db.create_collection("c").await.unwrap();
+    db.run_command(doc! {"aggregate": "c", "pipeline": [{"$changeStream": {}}], "cursor": {}})
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn raw_event_and_batch_fields_match_mongod() {
     let server = common::start().await;
     let client = common::client(&server).await;
     let db = client.database("db");
-    db.create_collection("c").await.unwrap();
-    let reply = db
-        .run_command(doc! {"aggregate": "c", "pipeline": [{"$changeStream": {}}], "cursor": {}})
-        .await
-        .unwrap();
+    let reply = open_raw_stream(&db).await;
     let cursor = reply.get_document("cursor").unwrap();
     assert!(cursor.get_array("firstBatch").unwrap().is_empty());
     let pbrt = cursor.get_document("postBatchResumeToken").unwrap().clone();
@@ -164,11 +168,7 @@ async fn a_waiting_get_more_is_woken_by_a_write() {
     let server = common::start().await;
     let client = common::client(&server).await;
     let db = client.database("db");
-    db.create_collection("c").await.unwrap();
-    let reply = db
-        .run_command(doc! {"aggregate": "c", "pipeline": [{"$changeStream": {}}], "cursor": {}})
-        .await
-        .unwrap();
+    let reply = open_raw_stream(&db).await;
     let id = reply.get_document("cursor").unwrap().get_i64("id").unwrap();
     let coll = db.collection::<Document>("c");
     let next_batch = |reply: Document| -> Vec<i32> {
@@ -632,11 +632,7 @@ async fn the_high_water_mark_advances_while_idle() {
         .unwrap();
     let client = common::client(&server).await;
     let db = client.database("db");
-    db.create_collection("c").await.unwrap();
-    let reply = db
-        .run_command(doc! {"aggregate": "c", "pipeline": [{"$changeStream": {}}], "cursor": {}})
-        .await
-        .unwrap();
+    let reply = open_raw_stream(&db).await;
     let cursor = reply.get_document("cursor").unwrap();
     let id = cursor.get_i64("id").unwrap();
     let mut previous = cursor

@@ -537,39 +537,25 @@ async fn oplog_scans_cross_chunks_in_both_directions() {
         .await
         .unwrap();
     let oplog = client.database("local").collection::<Document>("oplog.rs");
-    let ids = |entries: Vec<Document>| -> Vec<i32> {
-        entries
-            .iter()
-            .map(|e| e.get_document("o").unwrap().get_i32("_id").unwrap())
-            .collect()
+    // The `_id`s of the insert entries of `db.big` matching `filter`, in `$natural` order.
+    let ids = |filter: Document, natural: i32, limit: Option<i64>| {
+        let mut find = doc! {"op": "i", "ns": "db.big"};
+        find.extend(filter);
+        let query = oplog
+            .find(find)
+            .sort(doc! {"$natural": natural})
+            .limit(limit.unwrap_or(0));
+        async move {
+            let entries: Vec<Document> = query.await.unwrap().try_collect().await.unwrap();
+            entries
+                .iter()
+                .map(|e| e.get_document("o").unwrap().get_i32("_id").unwrap())
+                .collect::<Vec<i32>>()
+        }
     };
-    let forward: Vec<Document> = oplog
-        .find(doc! {"op": "i", "ns": "db.big"})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(ids(forward), (0..2_500).collect::<Vec<_>>());
-    let newest: Vec<Document> = oplog
-        .find(doc! {"op": "i", "ns": "db.big"})
-        .sort(doc! {"$natural": -1})
-        .limit(3)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(ids(newest), [2_499, 2_498, 2_497]);
-    let oldest_backwards: Vec<Document> = oplog
-        .find(doc! {"op": "i", "ns": "db.big", "o._id": {"$lt": 2}})
-        .sort(doc! {"$natural": -1})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(ids(oldest_backwards), [1, 0]);
+    assert_eq!(ids(doc! {}, 1, None).await, (0..2_500).collect::<Vec<_>>());
+    assert_eq!(ids(doc! {}, -1, Some(3)).await, [2_499, 2_498, 2_497]);
+    assert_eq!(ids(doc! {"o._id": {"$lt": 2}}, -1, None).await, [1, 0]);
     let all = oplog
         .find(doc! {})
         .await
