@@ -527,7 +527,7 @@ async fn oplog_window_is_readable_from_local_oplog_rs() {
 }
 
 /// `local.oplog.rs` is read in chunks from the end a scan starts at; results across chunk
-/// boundaries come whole and in order, both ways.
+/// boundaries come whole and in order, both ways, and aggregations see every entry.
 #[tokio::test]
 async fn oplog_scans_cross_chunks_in_both_directions() {
     let server = common::start().await;
@@ -564,6 +564,19 @@ async fn oplog_scans_cross_chunks_in_both_directions() {
         .await
         .unwrap()
         .len() as u64;
+    // Aggregations read the same entries (`countDocuments` is one).
+    assert_eq!(oplog.count_documents(doc! {}).await.unwrap(), all);
+    let inserts: Vec<Document> = oplog
+        .aggregate([
+            doc! {"$match": {"op": "i", "ns": "db.big"}},
+            doc! {"$count": "n"},
+        ])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(inserts, [doc! {"n": 2_500}]);
     let stats = client
         .database("local")
         .run_command(doc! {"collStats": "oplog.rs"})

@@ -1219,6 +1219,11 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             })
             .collect::<Result<Vec<_>, _>>()?;
         (sessions, pipeline.slice(1..pipeline.len()))
+    } else if ns.db == "local" && ns.coll == "oplog.rs" && engine.is_replica_set() {
+        // The oplog is no stored collection here: its entries are rendered as mongod's
+        // documents, as a find on it reads them.
+        let docs = oplog_view::find(engine, &Filter::match_all(), None, 0, None)?;
+        (docs.into_iter().map(Arc::new).collect(), pipeline.clone())
     } else {
         match entry(ctx, &ns)? {
             None => (Vec::new(), pipeline.clone()),
