@@ -2,10 +2,13 @@
 
 mod common;
 
+use std::time::Duration;
+
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc, oid::ObjectId, rawdoc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{FindOptions, Hint, InsertManyOptions};
+use mongoshift_testkit::TestServer;
 
 async fn count(coll: &mongodb::Collection<Document>) -> usize {
     let docs: Vec<Document> = coll
@@ -530,21 +533,27 @@ async fn oplog_window_is_readable_from_local_oplog_rs() {
 /// boundaries come whole and in order, both ways, and aggregations see every entry.
 #[tokio::test]
 async fn oplog_scans_cross_chunks_in_both_directions() {
-    let server = common::start().await;
+    // No periodic no-op entry between the counts compared below.
+    let server = TestServer::builder()
+        .noop_interval(Duration::from_secs(3_600))
+        .start()
+        .await
+        .unwrap();
     let client = common::client(&server).await;
     let coll = client.database("db").collection::<Document>("big");
     coll.insert_many((0..2_500).map(|i| doc! {"_id": i}))
         .await
         .unwrap();
     let oplog = client.database("local").collection::<Document>("oplog.rs");
-    // The `_id`s of the insert entries of `db.big` matching `filter`, in `$natural` order.
-    let ids = |filter: Document, natural: i32, limit: Option<i64>| {
+    // The `_id`s of the insert entries of `db.big` matching `filter`, in `$natural` order (in
+    // insertion order when `natural` is 0: no sort), after `skip`, at most `limit`.
+    let ids = |filter: Document, natural: i32, skip: u64, limit: i64| {
         let mut find = doc! {"op": "i", "ns": "db.big"};
         find.extend(filter);
-        let query = oplog
-            .find(find)
-            .sort(doc! {"$natural": natural})
-            .limit(limit.unwrap_or(0));
+        let mut query = oplog.find(find).skip(skip).limit(limit);
+        if natural != 0 {
+            query = query.sort(doc! {"$natural": natural});
+        }
         async move {
             let entries: Vec<Document> = query.await.unwrap().try_collect().await.unwrap();
             entries
@@ -553,9 +562,16 @@ async fn oplog_scans_cross_chunks_in_both_directions() {
                 .collect::<Vec<i32>>()
         }
     };
-    assert_eq!(ids(doc! {}, 1, None).await, (0..2_500).collect::<Vec<_>>());
-    assert_eq!(ids(doc! {}, -1, Some(3)).await, [2_499, 2_498, 2_497]);
-    assert_eq!(ids(doc! {"o._id": {"$lt": 2}}, -1, None).await, [1, 0]);
+    let all_ids: Vec<i32> = (0..2_500).collect();
+    let backwards: Vec<i32> = all_ids.iter().rev().copied().collect();
+    assert_eq!(ids(doc! {}, 0, 0, 0).await, all_ids);
+    assert_eq!(ids(doc! {}, 1, 0, 0).await, all_ids);
+    assert_eq!(ids(doc! {}, -1, 0, 0).await, backwards);
+    assert_eq!(ids(doc! {}, -1, 0, 3).await, [2_499, 2_498, 2_497]);
+    // Across a chunk boundary, from either end.
+    assert_eq!(ids(doc! {}, -1, 1_020, 10).await, backwards[1_020..1_030]);
+    assert_eq!(ids(doc! {}, 1, 1_020, 10).await, all_ids[1_020..1_030]);
+    assert_eq!(ids(doc! {"o._id": {"$lt": 2}}, -1, 0, 0).await, [1, 0]);
     let all = oplog
         .find(doc! {})
         .await

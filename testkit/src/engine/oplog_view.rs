@@ -194,11 +194,13 @@ pub fn find(
         limit.map_or(usize::MAX, |l| l.saturating_add(skip))
     };
     // Read in chunks from the wanted end, not a copy of the whole oplog: `plan` and `apply`
-    // read its first and last entries, of an oplog of millions.
+    // read its first and last entries, of an oplog of millions. Entries written after the scan
+    // began are left out, so that a scan ends however fast writes come.
     const CHUNK: usize = 1024;
+    let through = engine.oplog.cluster_time();
     let mut out = Vec::new();
     let mut bound: Option<Timestamp> = None;
-    'scan: loop {
+    'scan: while out.len() < wanted {
         let chunk = if descending {
             let mut chunk = engine.oplog.entries_before(bound, CHUNK);
             chunk.reverse();
@@ -215,12 +217,18 @@ pub fn find(
         };
         bound = Some(last.ts);
         for entry in &chunk {
-            if out.len() >= wanted {
+            if entry.ts > through {
+                if descending {
+                    continue;
+                }
                 break 'scan;
             }
             let raw = to_raw(&entry_document(entry)?)?;
             if filter.matches(&raw)? {
                 out.push(raw);
+                if out.len() >= wanted {
+                    break 'scan;
+                }
             }
         }
         if chunk.len() < CHUNK {
