@@ -1272,7 +1272,7 @@ pub fn coll_stats(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
     if scale < 1 {
         return Err(CommandError::bad_value("scale has to be >= 1"));
     }
-    if ns.db == "local" && ns.coll == "oplog.rs" && ctx.engine.is_replica_set() {
+    if crate::engine::oplog_view::serves(ctx.engine, &ns) {
         return to_raw(&crate::engine::oplog_view::storage_stats(
             ctx.engine, scale,
         )?);

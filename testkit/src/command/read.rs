@@ -558,7 +558,7 @@ pub fn find(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
         origin: None,
     };
     let engine = ctx.engine;
-    if ns.db == "local" && ns.coll == "oplog.rs" && engine.is_replica_set() {
+    if oplog_view::serves(engine, &ns) {
         let docs = oplog_view::find(
             engine,
             &args.filter,
@@ -1111,7 +1111,7 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
 
     let (input, body) = if first.as_deref() == Some("$collStats") {
         let spec = pipeline.stages()[0].spec();
-        let is_oplog = ns.db == "local" && ns.coll == "oplog.rs" && engine.is_replica_set();
+        let is_oplog = oplog_view::serves(engine, &ns);
         let coll = engine.catalog.collection(&ns);
         if coll.is_none() && !is_oplog {
             return Err(CommandError::namespace_not_found(format!(
@@ -1219,9 +1219,8 @@ fn aggregate_sync(ctx: &mut Ctx<'_>, request: &Request) -> Reply {
             })
             .collect::<Result<Vec<_>, _>>()?;
         (sessions, pipeline.slice(1..pipeline.len()))
-    } else if ns.db == "local" && ns.coll == "oplog.rs" && engine.is_replica_set() {
-        // The oplog is no stored collection here: its entries are rendered as mongod's
-        // documents, as a find on it reads them.
+    } else if oplog_view::serves(engine, &ns) {
+        // Its entries rendered as mongod's documents, as a find on it reads them.
         let docs = oplog_view::find(engine, &Filter::match_all(), None, 0, None)?;
         (docs.into_iter().map(Arc::new).collect(), pipeline.clone())
     } else {

@@ -9,6 +9,7 @@
 use bson::{Bson, Document, RawDocumentBuf, Timestamp, doc};
 
 use crate::engine::Engine;
+use crate::engine::namespace::Namespace;
 use crate::engine::oplog::{DdlOp, OplogEntry, OplogOp};
 use crate::error::{CommandError, to_document, to_raw};
 use crate::query::Direction;
@@ -174,6 +175,12 @@ pub fn entry_document(entry: &OplogEntry) -> Result<Document, CommandError> {
     d.insert("v", 2i64);
     d.insert("wall", entry.wall);
     Ok(d)
+}
+
+/// True when `ns` is `local.oplog.rs` of a replica set, which this view answers for (there is
+/// no stored collection behind it).
+pub fn serves(engine: &Engine, ns: &Namespace) -> bool {
+    ns.db == "local" && ns.coll == "oplog.rs" && engine.is_replica_set()
 }
 
 /// Answers a `find` on `local.oplog.rs`.
