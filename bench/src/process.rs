@@ -128,7 +128,8 @@ pub fn cpu_secs(pid: u32) -> Result<f64, BoxError> {
 /// The machine's CPU time so far, in clock ticks over all CPUs: (all, stolen). Stolen time
 /// is what the hypervisor gave other guests while this one wanted to run.
 pub fn machine_ticks() -> Result<(u64, u64), BoxError> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
+    let stat = std::fs::read_to_string("/proc/stat")
+        .map_err(|e| format!("cannot read /proc/stat: {e}"))?;
     parse_machine_ticks(&stat).ok_or_else(|| "cannot read the CPU times in /proc/stat".into())
 }
 

@@ -123,25 +123,37 @@ fn per_million(secs: f64, documents: u64) -> f64 {
     secs / (documents.max(1) as f64 / 1e6)
 }
 
+/// CPU seconds per million documents of each process in one round.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CpuByProcess {
+    /// The destination during the ceilings.
+    pub ceiling_destination: f64,
+    /// The destination during the copy.
+    pub copy_destination: f64,
+    /// The source during the copy.
+    pub copy_source: f64,
+    /// mongoshift's `apply` process.
+    pub copy_mongoshift: f64,
+}
+
 impl Round {
     /// The ceiling around the copy: both measurements as one.
     pub fn ceiling(&self) -> Rate {
         Rate::combined(&self.ceiling_before, &self.ceiling_after)
     }
 
-    /// Per million documents: the destination during the ceilings, then the destination,
-    /// the source and mongoshift during the copy.
-    pub fn cpu_per_million(&self) -> [f64; 4] {
+    /// CPU seconds per million documents of each process, in the ceilings and in the copy.
+    pub fn cpu_by_process(&self) -> CpuByProcess {
         let copied = self.copy.rate.documents;
-        [
-            per_million(
+        CpuByProcess {
+            ceiling_destination: per_million(
                 self.servers_cpu.ceiling_destination,
                 self.ceiling().documents,
             ),
-            per_million(self.servers_cpu.copy_destination, copied),
-            per_million(self.servers_cpu.copy_source, copied),
-            per_million(self.copy.cpu_secs, copied),
-        ]
+            copy_destination: per_million(self.servers_cpu.copy_destination, copied),
+            copy_source: per_million(self.servers_cpu.copy_source, copied),
+            copy_mongoshift: per_million(self.copy.cpu_secs, copied),
+        }
     }
 
     /// Copy rate over the ceiling around it.
@@ -305,7 +317,7 @@ pub fn table(r: &Results) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let [ceiling_cpu, destination_cpu, source_cpu, mongoshift_cpu] = r.median.cpu_per_million();
+    let cpu = r.median.cpu_by_process();
     let mut rows: Vec<(String, String)> = vec![
         (
             "ceiling (raw batched inserts, before + after)".into(),
@@ -335,7 +347,8 @@ pub fn table(r: &Results) -> String {
         (
             "CPU per million documents, by process".into(),
             format!(
-                "ceiling: destination {ceiling_cpu:.2} s; copy: destination {destination_cpu:.2} s, source {source_cpu:.2} s, mongoshift {mongoshift_cpu:.2} s (the median round)"
+                "ceiling: destination {:.2} s; copy: destination {:.2} s, source {:.2} s, mongoshift {:.2} s (the median round)",
+                cpu.ceiling_destination, cpu.copy_destination, cpu.copy_source, cpu.copy_mongoshift
             ),
         ),
         (
@@ -436,13 +449,8 @@ pub fn save(r: &Results, path: &Path) -> std::io::Result<()> {
     value["cpu_secs_per_million"] = r.cpu_per_million().into();
     value["ceiling"] = serde_json::to_value(r.median.ceiling()).map_err(std::io::Error::other)?;
     value["copy"] = serde_json::to_value(r.median.copy).map_err(std::io::Error::other)?;
-    let [ceiling, destination, source, mongoshift] = r.median.cpu_per_million();
-    value["median_round_cpu_secs_per_million"] = serde_json::json!({
-        "ceiling_destination": ceiling,
-        "copy_destination": destination,
-        "copy_source": source,
-        "copy_mongoshift": mongoshift,
-    });
+    value["median_round_cpu_secs_per_million"] =
+        serde_json::to_value(r.median.cpu_by_process()).map_err(std::io::Error::other)?;
     let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")
 }

@@ -50,16 +50,46 @@ fn a_small_run_measures_everything_and_writes_json() {
     }
     // Over both rounds each server's CPU did count: the destination created and filled a
     // collection twice, the source answered two whole `apply` runs.
-    for part in ["copy_source", "copy_destination"] {
+    for part in ["ceiling_destination", "copy_source", "copy_destination"] {
         let total: f64 = rounds
             .iter()
             .map(|round| round["servers_cpu"][part].as_f64().unwrap())
             .sum();
         assert!(total > 0.0, "{part}: {rounds:?}");
     }
+    // The median round's figures, each from its own measurement: per million documents of
+    // the round's copy (3,000) or its two ceilings (6,000).
     let by_process = &r["median_round_cpu_secs_per_million"];
-    for part in ["ceiling_destination", "copy_destination", "copy_source"] {
-        assert!(by_process[part].as_f64().is_some(), "{part}: {by_process}");
+    let median = rounds
+        .iter()
+        .find(|round| round["copy"] == r["copy"])
+        .expect("the median round is one of the rounds");
+    let per_million =
+        |secs: &serde_json::Value, documents: f64| secs.as_f64().unwrap() * 1e6 / documents;
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-6 * b.abs().max(1.0);
+    let expected = [
+        (
+            "ceiling_destination",
+            per_million(&median["servers_cpu"]["ceiling_destination"], 6000.0),
+        ),
+        (
+            "copy_destination",
+            per_million(&median["servers_cpu"]["copy_destination"], 3000.0),
+        ),
+        (
+            "copy_source",
+            per_million(&median["servers_cpu"]["copy_source"], 3000.0),
+        ),
+        (
+            "copy_mongoshift",
+            per_million(&median["copy"]["cpu_secs"], 3000.0),
+        ),
+    ];
+    for (part, value) in expected {
+        assert!(
+            close(by_process[part].as_f64().unwrap(), value),
+            "{part}: {by_process}"
+        );
     }
     assert!(
         by_process["copy_mongoshift"].as_f64().unwrap() > 0.0,
