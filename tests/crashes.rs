@@ -327,6 +327,10 @@ fn kill_while_held(pair: &Pair, apply: &mut std::process::Child, op: &str) -> In
     Instant::now()
 }
 
+/// How long the killed-run tests hold the old run's write on the destination: long enough
+/// that a loaded machine cannot race past it.
+const HELD_MS: u64 = 10_000;
+
 /// A killed apply's last write is still running on the destination (held there for 10 s). The
 /// resumed run deletes the document, as the source did since; without waiting for the old
 /// write, it would land afterwards and bring the deleted document back.
@@ -344,7 +348,7 @@ fn a_resumed_apply_waits_for_the_killed_runs_writes_still_in_flight() {
     pair.destination
         .configure_fail_point(&doc! {
             "configureFailPoint": "failCommand", "mode": { "times": 1 },
-            "data": { "failCommands": ["update"], "blockConnection": true, "blockTimeMS": 10_000, "appName": "mongoshift" },
+            "data": { "failCommands": ["update"], "blockConnection": true, "blockTimeMS": HELD_MS as i64, "appName": "mongoshift" },
         })
         .unwrap();
     block_on(async {
@@ -368,7 +372,7 @@ fn a_resumed_apply_waits_for_the_killed_runs_writes_still_in_flight() {
         s.phase >= Phase::Ready && s.sync.counts.deletes >= 1
     });
     // Past the old write's 10 s: had it run, it would have run by now.
-    std::thread::sleep(Duration::from_millis(10_500).saturating_sub(killed_at.elapsed()));
+    std::thread::sleep(Duration::from_millis(HELD_MS + 500).saturating_sub(killed_at.elapsed()));
     assert!(tagged_operations(&pair.destination, "update").is_empty());
     let late = block_on(async {
         orders(&pair.destination)
@@ -402,7 +406,7 @@ fn destroy_after_a_kill_leaves_no_late_write_behind() {
     pair.destination
         .configure_fail_point(&doc! {
             "configureFailPoint": "failCommand", "mode": { "times": 1 },
-            "data": { "failCommands": ["insert"], "blockConnection": true, "blockTimeMS": 10_000, "appName": "mongoshift" },
+            "data": { "failCommands": ["insert"], "blockConnection": true, "blockTimeMS": HELD_MS as i64, "appName": "mongoshift" },
         })
         .unwrap();
     let mut apply = pair.spawn_apply(&[]);
@@ -417,7 +421,7 @@ fn destroy_after_a_kill_leaves_no_late_write_behind() {
         destroy.stderr
     );
     // Past the old insert's 10 s: had it run, it would have run by now.
-    std::thread::sleep(Duration::from_millis(10_500).saturating_sub(killed_at.elapsed()));
+    std::thread::sleep(Duration::from_millis(HELD_MS + 500).saturating_sub(killed_at.elapsed()));
     let left = common::contents(&pair.destination);
     assert!(
         left.keys()
