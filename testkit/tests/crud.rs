@@ -545,13 +545,13 @@ async fn oplog_scans_cross_chunks_in_both_directions() {
         .await
         .unwrap();
     let oplog = client.database("local").collection::<Document>("oplog.rs");
-    // The `_id`s of the insert entries of `db.big` matching `filter`, in `$natural` order (in
-    // insertion order when `natural` is 0: no sort), after `skip`, at most `limit`.
-    let ids = |filter: Document, natural: i32, skip: u64, limit: i64| {
+    // The `_id`s of the insert entries of `db.big` matching `filter`, in `$natural` order
+    // (with no sort: in insertion order), after `skip`, at most `limit` (0: all).
+    let ids = |filter: Document, natural: Option<i32>, skip: u64, limit: i64| {
         let mut find = doc! {"op": "i", "ns": "db.big"};
         find.extend(filter);
         let mut query = oplog.find(find).skip(skip).limit(limit);
-        if natural != 0 {
+        if let Some(natural) = natural {
             query = query.sort(doc! {"$natural": natural});
         }
         async move {
@@ -564,14 +564,23 @@ async fn oplog_scans_cross_chunks_in_both_directions() {
     };
     let all_ids: Vec<i32> = (0..2_500).collect();
     let backwards: Vec<i32> = all_ids.iter().rev().copied().collect();
-    assert_eq!(ids(doc! {}, 0, 0, 0).await, all_ids);
-    assert_eq!(ids(doc! {}, 1, 0, 0).await, all_ids);
-    assert_eq!(ids(doc! {}, -1, 0, 0).await, backwards);
-    assert_eq!(ids(doc! {}, -1, 0, 3).await, [2_499, 2_498, 2_497]);
+    assert_eq!(ids(doc! {}, None, 0, 0).await, all_ids);
+    assert_eq!(ids(doc! {}, Some(1), 0, 0).await, all_ids);
+    assert_eq!(ids(doc! {}, Some(-1), 0, 0).await, backwards);
+    assert_eq!(ids(doc! {}, Some(-1), 0, 3).await, [2_499, 2_498, 2_497]);
     // Across a chunk boundary, from either end.
-    assert_eq!(ids(doc! {}, -1, 1_020, 10).await, backwards[1_020..1_030]);
-    assert_eq!(ids(doc! {}, 1, 1_020, 10).await, all_ids[1_020..1_030]);
-    assert_eq!(ids(doc! {"o._id": {"$lt": 2}}, -1, 0, 0).await, [1, 0]);
+    assert_eq!(
+        ids(doc! {}, Some(-1), 1_020, 10).await,
+        backwards[1_020..1_030]
+    );
+    assert_eq!(
+        ids(doc! {}, Some(1), 1_020, 10).await,
+        all_ids[1_020..1_030]
+    );
+    assert_eq!(
+        ids(doc! {"o._id": {"$lt": 2}}, Some(-1), 0, 0).await,
+        [1, 0]
+    );
     let all = count(&oplog).await as u64;
     // Aggregations read the same entries (`countDocuments` is one).
     assert_eq!(oplog.count_documents(doc! {}).await.unwrap(), all);
