@@ -223,6 +223,28 @@ fn an_approval_given_before_ready_is_acted_on_at_ready() {
     assert_eq!(pair.state().cutover.approval.unwrap().via, "flag");
 }
 
+/// An approval file that exists but cannot be read approves nothing, and `apply` says why
+/// (once, not at every tick) instead of waiting without a word.
+#[test]
+fn an_unreadable_approval_file_is_reported_once() {
+    let pair = Pair::new();
+    seed(&pair.source);
+    pair.write_config("[cutover]\nwindow = \"3s\"\nmax_lag = \"2s\"\n");
+    std::fs::create_dir(pair.path().join("cutover.approved")).unwrap();
+    let run = pair.run(&["apply"]);
+    assert_eq!(run.code, 6, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stderr
+            .matches("the approval file exists but cannot be read")
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("cutover.approved"), "{}", run.stderr);
+    assert!(pair.state().cutover.approval.is_none());
+}
+
 #[test]
 fn an_expired_window_stops_with_exit_6_and_extend_reopens_it() {
     let pair = Pair::new();
@@ -771,4 +793,8 @@ fn a_conflict_only_the_destination_has_calls_the_cutover_off() {
     assert_eq!(s.phase, Phase::Ready);
     assert_eq!(s.cutover.write_block, WriteBlock::Off);
     assert!(s.cutover.approval.is_none(), "a new approval is needed");
+    assert!(
+        !pair.path().join("cutover.approved").exists(),
+        "the approval file is withdrawn, so the next apply does not take it again"
+    );
 }

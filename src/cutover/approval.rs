@@ -37,10 +37,16 @@ pub fn write_approval_file(path: &Path) -> std::io::Result<ApprovalRecord> {
     Ok(record)
 }
 
-/// The approval, when it has been given.
-pub fn check(policy: ApprovalPolicy, file: &Path, flag: bool) -> Option<Approval> {
+/// The approval, when it has been given. An approval file that exists but cannot be read (a
+/// directory, no permission) is an error, not "not approved": the user who wrote it would
+/// otherwise wait for a cutover that never comes without being told why.
+pub fn check(
+    policy: ApprovalPolicy,
+    file: &Path,
+    flag: bool,
+) -> Result<Option<Approval>, std::io::Error> {
     let now = || jiff::Timestamp::now().to_string();
-    match policy {
+    Ok(match policy {
         ApprovalPolicy::Auto => Some(Approval {
             via: "auto".to_owned(),
             by: "approval = \"auto\"".to_owned(),
@@ -52,7 +58,11 @@ pub fn check(policy: ApprovalPolicy, file: &Path, flag: bool) -> Option<Approval
             at: now(),
         }),
         ApprovalPolicy::File => {
-            let text = std::fs::read(file).ok()?;
+            let text = match std::fs::read(file) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
             // Any file approves; one written by `mongoshift cutover` also says who and when.
             let record = serde_json::from_slice::<ApprovalRecord>(&text).ok();
             Some(Approval {
@@ -64,6 +74,15 @@ pub fn check(policy: ApprovalPolicy, file: &Path, flag: bool) -> Option<Approval
                 at: record.map_or_else(now, |r| r.approved_at),
             })
         }
+    })
+}
+
+/// Removes the approval file of a cutover that was called off, so that the next `apply` needs
+/// a new approval. Already gone is fine.
+pub fn withdraw(file: &Path) -> Result<(), std::io::Error> {
+    match std::fs::remove_file(file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -75,6 +94,7 @@ mod tests {
     fn each_policy_approves_its_own_way() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cutover.approved");
+        let check = |policy, file: &Path, flag| check(policy, file, flag).unwrap();
         assert!(
             check(ApprovalPolicy::File, &file, true).is_none(),
             "the flag does not approve a file policy"
@@ -101,5 +121,21 @@ mod tests {
             check(ApprovalPolicy::Auto, &file, false).unwrap().via,
             "auto"
         );
+    }
+
+    #[test]
+    fn an_unreadable_approval_file_is_an_error_and_withdrawing_a_missing_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cutover.approved");
+        withdraw(&file).unwrap();
+        write_approval_file(&file).unwrap();
+        withdraw(&file).unwrap();
+        assert!(!file.exists());
+        // A directory where the file should be can be neither read nor removed as a file.
+        std::fs::create_dir(&file).unwrap();
+        assert!(check(ApprovalPolicy::File, &file, false).is_err());
+        assert!(withdraw(&file).is_err());
+        // Other policies never look at the file.
+        assert!(check(ApprovalPolicy::Auto, &file, false).unwrap().is_some());
     }
 }

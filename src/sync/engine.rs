@@ -85,6 +85,8 @@ pub(super) struct Engine<'c> {
     expiry_noted: bool,
     /// Since when the drain has had nothing left but refused (pending) documents.
     pending_stall: Option<Instant>,
+    /// Why the approval file could not be read, once said (so it is not said at every tick).
+    approval_error: Option<String>,
 }
 
 impl<'c> Engine<'c> {
@@ -107,6 +109,7 @@ impl<'c> Engine<'c> {
             last_event_seen: Instant::now(),
             expiry_noted: false,
             pending_stall: None,
+            approval_error: None,
         }
     }
 
@@ -862,13 +865,28 @@ impl<'c> Engine<'c> {
             }
         }
         let cutover = &self.config.cutover;
-        if self.state.cutover.approval.is_none()
-            && let Some(approval) =
-                approval::check(cutover.approval, &cutover.approval_file, self.approve_flag)
-        {
-            tracing::info!(by = %approval.by, via = %approval.via, "cutover approved");
-            self.state.cutover.approval = Some(approval);
-            self.persist()?;
+        if self.state.cutover.approval.is_none() {
+            match approval::check(cutover.approval, &cutover.approval_file, self.approve_flag) {
+                Ok(Some(approval)) => {
+                    tracing::info!(by = %approval.by, via = %approval.via, "cutover approved");
+                    self.approval_error = None;
+                    self.state.cutover.approval = Some(approval);
+                    self.persist()?;
+                }
+                Ok(None) => self.approval_error = None,
+                Err(e) => {
+                    // Said once per distinct failure, not at every tick.
+                    let error = e.to_string();
+                    if self.approval_error.as_ref() != Some(&error) {
+                        tracing::warn!(
+                            file = %cutover.approval_file.display(),
+                            %error,
+                            "the approval file exists but cannot be read, so it approves nothing"
+                        );
+                        self.approval_error = Some(error);
+                    }
+                }
+            }
         }
         let lag = lag_secs(&self.state).map(Duration::from_secs);
         // Caught up: the destination is less than max_lag behind the source. The time lag
@@ -1063,7 +1081,15 @@ impl<'c> Engine<'c> {
         self.state.cutover.writes_stopped_at = None;
         self.state.cutover.final_time = None;
         if self.config.cutover.approval == ApprovalPolicy::File {
-            let _ = std::fs::remove_file(&self.config.cutover.approval_file);
+            let file = &self.config.cutover.approval_file;
+            if let Err(e) = approval::withdraw(file) {
+                tracing::error!(
+                    file = %file.display(),
+                    error = %e,
+                    "the approval file of the called-off cutover could not be removed: remove it \
+                     before the next apply, which would otherwise take it as a new approval"
+                );
+            }
         }
         why.clone_into(&mut self.activity);
         self.set_phase(Phase::Ready)
