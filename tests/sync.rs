@@ -81,17 +81,23 @@ fn source_accepts_writes(server: &TestServerHandle) -> bool {
     })
 }
 
-const BLOCKING: &str = "[options.copy]\npartition_size = \"1MiB\"\n[cutover]\nblock_source_writes = true\nmax_lag = \"2s\"\n";
+/// Small partitions and a cutover that blocks source writes, ready once the destination lags
+/// by less than `max_lag`.
+fn blocking(max_lag: &str) -> String {
+    format!(
+        "[options.copy]\npartition_size = \"1MiB\"\n[cutover]\nblock_source_writes = true\nmax_lag = \"{max_lag}\"\n"
+    )
+}
 
-/// [`BLOCKING`] for tests that slow the destination's writes to act during the drain: those
+/// `max_lag` for tests that slow the destination's writes to act during the drain: those
 /// writes keep the lag high, so `max_lag` must allow it, or the cutover would never start.
-const BLOCKING_SLOW_DESTINATION: &str = "[options.copy]\npartition_size = \"1MiB\"\n[cutover]\nblock_source_writes = true\nmax_lag = \"60s\"\n";
+const SLOW_DESTINATION_MAX_LAG: &str = "60s";
 
 #[test]
 fn a_live_writer_with_ddl_converges_through_an_approved_cutover() {
     let pair = Pair::new();
     seed(&pair.source);
-    pair.write_config(BLOCKING);
+    pair.write_config(&blocking("2s"));
     let writer = Writer::start(&pair.source, BASE, true, Duration::from_millis(3));
     let apply = pair.spawn_apply(&[]);
     pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
@@ -149,7 +155,7 @@ fn a_live_writer_with_ddl_converges_through_an_approved_cutover() {
 fn the_report_counts_what_happened() {
     let pair = Pair::new();
     seed(&pair.source);
-    pair.write_config(BLOCKING);
+    pair.write_config(&blocking("2s"));
     let apply = pair.spawn_apply(&["--json"]);
     // Every write happens after the copy, so each is exactly one applied change.
     pair.wait_for_phase(Phase::CatchingUp, Duration::from_secs(60));
@@ -284,8 +290,10 @@ fn keep_syncing_outlives_the_window() {
         .expect("a window has a deadline")
         .parse()
         .unwrap();
-    while jiff::Timestamp::now() < deadline + jiff::SignedDuration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(100));
+    let left = jiff::Timestamp::now().duration_until(deadline + jiff::SignedDuration::from_secs(2));
+    // Negative (already past) does not convert: no wait.
+    if let Ok(left) = Duration::try_from(left) {
+        std::thread::sleep(left);
     }
     assert_eq!(
         pair.state().phase,
@@ -337,7 +345,7 @@ fn abort_releases_the_write_block_and_destroy_removes_exactly_what_was_created()
     });
     // Destination writes of 4 s each keep the drain, and so the write block, on long enough
     // to abort in.
-    pair.write_config(BLOCKING_SLOW_DESTINATION);
+    pair.write_config(&blocking(SLOW_DESTINATION_MAX_LAG));
     let writer = Writer::start(&pair.source, BASE, false, Duration::from_millis(2));
     let apply = pair.spawn_apply(&[]);
     pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
@@ -394,7 +402,7 @@ fn abort_releases_the_write_block_and_destroy_removes_exactly_what_was_created()
 fn a_failure_during_the_cutover_releases_the_write_block() {
     let pair = Pair::new();
     seed(&pair.source);
-    pair.write_config(BLOCKING);
+    pair.write_config(&blocking("2s"));
     let apply = pair.spawn_apply(&[]);
     pair.wait_for_phase(Phase::Ready, Duration::from_secs(60));
     // The verification's counts fail on the destination: after the block, before the commit.
@@ -441,7 +449,7 @@ fn killed_while_streaming_and_while_cutting_over_it_converges() {
     seed(&pair.source);
     // Destination writes of 3 s each (below) keep the drain, and so the write block, on for
     // seconds.
-    pair.write_config(BLOCKING_SLOW_DESTINATION);
+    pair.write_config(&blocking(SLOW_DESTINATION_MAX_LAG));
     let writer = Writer::start(&pair.source, BASE, true, Duration::from_millis(3));
     let mut apply = pair.spawn_apply(&[]);
     pair.wait_for_state(&mut apply, "applying", Duration::from_secs(60), |s| {
@@ -761,7 +769,7 @@ fn a_unique_conflict_in_the_copy_is_resolved_by_change_application() {
 #[test]
 fn a_conflict_only_the_destination_has_calls_the_cutover_off() {
     let pair = Pair::new();
-    let apply = ready_with_users(&pair, BLOCKING);
+    let apply = ready_with_users(&pair, &blocking("2s"));
     block_on(async {
         client(&pair.destination)
             .await
