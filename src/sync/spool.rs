@@ -12,7 +12,7 @@
 //! or spooled twice.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bson::{RawDocument, RawDocumentBuf};
@@ -25,6 +25,9 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// The largest event accepted when reading the spool back: a 16 MiB document plus the event's
 /// own fields. Anything larger means the file is damaged.
 const MAX_EVENT_BYTES: usize = 17 * 1024 * 1024;
+
+/// Events are written to a segment file in chunks of up to this many bytes.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// A spool directory next to the lockfile: `migration.lock` → `migration.spool/`.
 pub fn spool_dir(lockfile: &Path) -> PathBuf {
@@ -62,12 +65,13 @@ pub fn segments(dir: &Path) -> std::io::Result<Vec<u64>> {
     Ok(found)
 }
 
-/// Appends events to the spool.
+/// Appends events to the spool. Events are buffered in memory between checkpoints (one write
+/// per buffer, not one per event): only a checkpointed position is durable anyway.
 #[derive(Debug)]
 pub struct SpoolWriter {
     dir: PathBuf,
     segment: u64,
-    file: File,
+    file: BufWriter<File>,
     offset: u64,
     max_segment_bytes: u64,
 }
@@ -82,7 +86,7 @@ impl SpoolWriter {
             std::fs::remove_file(segment_path(dir, later))?;
         }
         let path = segment_path(dir, segment);
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .read(true)
             .write(true)
@@ -100,16 +104,15 @@ impl SpoolWriter {
             ));
         }
         file.set_len(offset)?;
-        let mut writer = Self {
+        file.seek(SeekFrom::Start(offset))?;
+        crate::atomic_file::sync_dir(dir)?;
+        Ok(Self {
             dir: dir.to_path_buf(),
             segment,
-            file,
+            file: BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
             offset,
             max_segment_bytes,
-        };
-        writer.file.seek(SeekFrom::Start(offset))?;
-        crate::atomic_file::sync_dir(dir)?;
-        Ok(writer)
+        })
     }
 
     /// Appends one event (not yet durable).
@@ -124,20 +127,28 @@ impl SpoolWriter {
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
-        self.file.sync_all()?;
+        self.file.flush()?;
+        self.file.get_ref().sync_all()?;
         self.segment += 1;
-        self.file = OpenOptions::new()
+        let next = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
             .open(segment_path(&self.dir, self.segment))?;
+        self.file = BufWriter::with_capacity(WRITE_BUFFER_BYTES, next);
         self.offset = 0;
         crate::atomic_file::sync_dir(&self.dir)
     }
 
-    /// Makes everything appended so far durable and returns the position after it.
-    pub fn checkpoint(&mut self) -> std::io::Result<SpoolPosition> {
-        self.file.sync_data()?;
+    /// Makes everything appended so far durable and returns the position after it. The fsync
+    /// runs on the blocking pool (through a second handle to the same file), so a slow disk
+    /// holds up only the caller, never a runtime worker and the copy or applier tasks on it.
+    pub async fn checkpoint(&mut self) -> std::io::Result<SpoolPosition> {
+        self.file.flush()?;
+        let file = self.file.get_ref().try_clone()?;
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(std::io::Error::other)??;
         Ok(self.position())
     }
 
@@ -275,14 +286,14 @@ mod tests {
         out
     }
 
-    #[test]
-    fn events_come_back_in_order_across_segments() {
+    #[tokio::test]
+    async fn events_come_back_in_order_across_segments() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = SpoolWriter::open(dir.path(), SpoolPosition::default(), 200).unwrap();
         for n in 0..10 {
             w.append(&event(n)).unwrap();
         }
-        let end = w.checkpoint().unwrap();
+        let end = w.checkpoint().await.unwrap();
         assert!(end.segment > 1, "small segments rotate: {end:?}");
         assert_eq!(
             read_all(dir.path(), SpoolPosition::default(), end),
@@ -290,35 +301,35 @@ mod tests {
         );
     }
 
-    #[test]
-    fn reopening_discards_what_was_not_checkpointed() {
+    #[tokio::test]
+    async fn reopening_discards_what_was_not_checkpointed() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = SpoolWriter::open(dir.path(), SpoolPosition::default(), 200).unwrap();
         for n in 0..4 {
             w.append(&event(n)).unwrap();
         }
-        let durable = w.checkpoint().unwrap();
+        let durable = w.checkpoint().await.unwrap();
         for n in 4..9 {
             w.append(&event(n)).unwrap();
         }
-        w.checkpoint().unwrap();
+        w.checkpoint().await.unwrap();
         drop(w);
         // A crash before the lockfile recorded the second checkpoint.
         let mut w = SpoolWriter::open(dir.path(), durable, 200).unwrap();
         w.append(&event(100)).unwrap();
-        let end = w.checkpoint().unwrap();
+        let end = w.checkpoint().await.unwrap();
         assert_eq!(
             read_all(dir.path(), SpoolPosition::default(), end),
             vec![0, 1, 2, 3, 100]
         );
     }
 
-    #[test]
-    fn damage_is_reported_not_skipped() {
+    #[tokio::test]
+    async fn damage_is_reported_not_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = SpoolWriter::open(dir.path(), SpoolPosition::default(), 1 << 20).unwrap();
         w.append(&event(1)).unwrap();
-        let end = w.checkpoint().unwrap();
+        let end = w.checkpoint().await.unwrap();
         std::fs::write(segment_path(dir.path(), 1), [0xff, 0xff, 0xff, 0x7f, 0, 0]).unwrap();
         let err = SpoolReader::new(dir.path(), SpoolPosition::default())
             .next(end)
@@ -337,14 +348,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn applied_segments_are_discarded() {
+    #[tokio::test]
+    async fn applied_segments_are_discarded() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = SpoolWriter::open(dir.path(), SpoolPosition::default(), 100).unwrap();
         for n in 0..6 {
             w.append(&event(n)).unwrap();
         }
-        let end = w.checkpoint().unwrap();
+        let end = w.checkpoint().await.unwrap();
         discard_before(dir.path(), end).unwrap();
         assert_eq!(segments(dir.path()).unwrap(), vec![end.segment]);
     }

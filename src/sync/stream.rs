@@ -239,7 +239,7 @@ pub async fn run_reader(
             || stopping;
         if due && let Some(token) = current_token(&stream) {
             if pending_events > 0 || reported_token.as_ref() != Some(&token) {
-                let position = spool.checkpoint()?;
+                let position = spool.checkpoint().await?;
                 checkpoints
                     .send(ReaderCheckpoint {
                         position,
