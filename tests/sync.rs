@@ -241,7 +241,7 @@ fn an_unreadable_approval_file_is_reported_once() {
     assert_eq!(run.code, 6, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(
         run.stderr
-            .matches("the approval file exists but cannot be read")
+            .matches("the approval file cannot be read")
             .count(),
         1,
         "{}",
@@ -765,7 +765,8 @@ fn a_unique_conflict_in_the_copy_is_resolved_by_change_application() {
 
 /// A unique index only the destination has refuses a change for good. Once every change up to
 /// the write block is applied, nothing can free the key, so the cutover is called off with the
-/// document named, and the source is writable again.
+/// document named, and the source is writable again. An approval file that cannot be withdrawn
+/// is said to be in the way of the next apply.
 #[test]
 fn a_conflict_only_the_destination_has_calls_the_cutover_off() {
     let pair = Pair::new();
@@ -784,6 +785,20 @@ fn a_conflict_only_the_destination_has_calls_the_cutover_off() {
             .unwrap();
     });
     assert_eq!(pair.run(&["cutover"]).code, 0);
+    // Once the approval is recorded, something that cannot be removed as a file takes the
+    // approval file's place: the call-off must say that it could not withdraw the approval.
+    // (The conflict is called off only after several seconds of retries.)
+    let approval_file = pair.path().join("cutover.approved");
+    let recorded = Instant::now();
+    while pair.state().cutover.approval.is_none() {
+        assert!(
+            recorded.elapsed() < Duration::from_secs(30),
+            "the approval was not recorded"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::remove_file(&approval_file).unwrap();
+    std::fs::create_dir(&approval_file).unwrap();
     let (code, stdout, stderr) = output_within(apply, Duration::from_secs(60), || {
         format!("{:?}", pair.state().cutover)
     });
@@ -794,6 +809,11 @@ fn a_conflict_only_the_destination_has_calls_the_cutover_off() {
         "{stderr}"
     );
     assert!(
+        stderr.contains("the approval file of the called-off cutover could not be removed")
+            && stderr.contains("cutover.approved"),
+        "{stderr}"
+    );
+    assert!(
         source_accepts_writes(&pair.source),
         "the write block is released"
     );
@@ -801,8 +821,4 @@ fn a_conflict_only_the_destination_has_calls_the_cutover_off() {
     assert_eq!(s.phase, Phase::Ready);
     assert_eq!(s.cutover.write_block, WriteBlock::Off);
     assert!(s.cutover.approval.is_none(), "a new approval is needed");
-    assert!(
-        !pair.path().join("cutover.approved").exists(),
-        "the approval file is withdrawn, so the next apply does not take it again"
-    );
 }

@@ -37,14 +37,10 @@ pub fn write_approval_file(path: &Path) -> std::io::Result<ApprovalRecord> {
     Ok(record)
 }
 
-/// The approval, when it has been given. An approval file that exists but cannot be read (a
-/// directory, no permission) is an error, not "not approved": the user who wrote it would
+/// The approval, when it has been given. An approval file that cannot be read for any reason
+/// but its absence (a directory, no permission) is an error, not "not approved": the user who wrote it would
 /// otherwise wait for a cutover that never comes without being told why.
-pub fn check(
-    policy: ApprovalPolicy,
-    file: &Path,
-    flag: bool,
-) -> Result<Option<Approval>, std::io::Error> {
+pub fn check(policy: ApprovalPolicy, file: &Path, flag: bool) -> std::io::Result<Option<Approval>> {
     let now = || jiff::Timestamp::now().to_string();
     Ok(match policy {
         ApprovalPolicy::Auto => Some(Approval {
@@ -79,7 +75,7 @@ pub fn check(
 
 /// Removes the approval file of a cutover that was called off, so that the next `apply` needs
 /// a new approval. Already gone is fine.
-pub fn withdraw(file: &Path) -> Result<(), std::io::Error> {
+pub fn withdraw(file: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(file) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

@@ -881,7 +881,7 @@ impl<'c> Engine<'c> {
                         tracing::warn!(
                             file = %cutover.approval_file.display(),
                             %error,
-                            "the approval file exists but cannot be read, so it approves nothing"
+                            "the approval file cannot be read, so it approves nothing"
                         );
                         self.approval_error = Some(error);
                     }
