@@ -84,8 +84,12 @@ impl Namespace {
 
     /// True for namespaces that are never migrated: system databases and `system.*` collections.
     pub fn is_system(&self) -> bool {
-        SYSTEM_DATABASES.contains(&self.db.as_str()) || self.coll.starts_with("system.")
+        is_system(&self.db, &self.coll)
     }
+}
+
+fn is_system(db: &str, coll: &str) -> bool {
+    SYSTEM_DATABASES.contains(&db) || coll.starts_with("system.")
 }
 
 impl fmt::Display for Namespace {
@@ -225,7 +229,11 @@ impl NamespacePattern {
 
     /// True when the namespace matches.
     pub fn matches(&self, ns: &Namespace) -> bool {
-        glob_match(&self.db, ns.db()) && glob_match(&self.coll, ns.coll())
+        self.matches_names(ns.db(), ns.coll())
+    }
+
+    fn matches_names(&self, db: &str, coll: &str) -> bool {
+        glob_match(&self.db, db) && glob_match(&self.coll, coll)
     }
 
     /// True when the pattern can match some collection of the named database.
@@ -240,30 +248,38 @@ impl fmt::Display for NamespacePattern {
     }
 }
 
-/// Wildcard matching with `*` (any run) and `?` (one character), by characters.
+/// Wildcard matching with `*` (any run) and `?` (one character), by characters. It runs for
+/// every change event, so it walks both strings in place instead of collecting their chars.
 fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    // Greedy two-pointer matching with backtracking to the last star: linear in practice and
-    // never recursive, so hostile patterns cannot blow the stack.
+    // Greedy two-pointer matching (byte offsets at char boundaries) with backtracking to the
+    // last star: linear in practice and never recursive, so hostile patterns cannot blow the
+    // stack. A star in the pattern is always a wildcard, even where the text has a `*` too.
     let (mut pi, mut ti) = (0, 0);
+    // The pattern offset after the last star, and the text offset it is tried from.
     let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
+    while let Some(tc) = text[ti..].chars().next() {
+        match pattern[pi..].chars().next() {
+            Some('*') => {
+                pi += 1;
+                star = Some((pi, ti));
+            }
+            Some(pc) if pc == '?' || pc == tc => {
+                pi += pc.len_utf8();
+                ti += tc.len_utf8();
+            }
+            _ => match star {
+                // The star takes one more character and the rest is tried again.
+                Some((sp, st)) => {
+                    let st = st + text[st..].chars().next().map_or(1, char::len_utf8);
+                    pi = sp;
+                    ti = st;
+                    star = Some((sp, st));
+                }
+                None => return false,
+            },
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    pattern[pi..].chars().all(|c| c == '*')
 }
 
 /// Which source namespaces take part in a migration.
@@ -281,9 +297,15 @@ impl NamespaceFilter {
 
     /// True when the namespace is migrated. System namespaces never are.
     pub fn includes(&self, ns: &Namespace) -> bool {
-        !ns.is_system()
-            && (self.include.is_empty() || self.include.iter().any(|p| p.matches(ns)))
-            && !self.exclude.iter().any(|p| p.matches(ns))
+        self.includes_names(ns.db(), ns.coll())
+    }
+
+    /// [`Self::includes`] for a namespace given by its parts (a change event's, without
+    /// building a [`Namespace`] for every event).
+    pub fn includes_names(&self, db: &str, coll: &str) -> bool {
+        !is_system(db, coll)
+            && (self.include.is_empty() || self.include.iter().any(|p| p.matches_names(db, coll)))
+            && !self.exclude.iter().any(|p| p.matches_names(db, coll))
     }
 
     /// True when some collection of the database may be migrated (used to skip whole databases
@@ -445,6 +467,17 @@ mod tests {
         assert!(p("s?op.o*s").matches(&ns("shop.orders")));
         assert!(p("*").matches(&ns("a.b.c")));
         assert!(p("a.*.c").matches(&ns("a.b.x.c")));
+        // Backtracking: the first star must give back what it took.
+        assert!(p("a.*b*c").matches(&ns("a.xbybzc")));
+        assert!(!p("a.*b*c").matches(&ns("a.xbybz")));
+        assert!(p("a.**").matches(&ns("a.x")));
+        // A star is a wildcard even where the name has a `*` of its own.
+        assert!(p("a.x*").matches(&ns("a.x*y")));
+        assert!(p("a.*").matches(&ns("a.*")));
+        // `?` is one character, not one byte.
+        assert!(p("caf?.x").matches(&ns("café.x")));
+        assert!(!p("caf??.x").matches(&ns("café.x")));
+        assert!(p("*é.?").matches(&ns("café.ü")));
         assert!(NamespacePattern::parse("").is_err());
         assert!(NamespacePattern::parse(".x").is_err());
         assert!(NamespacePattern::parse("sh/op.x").is_err());
