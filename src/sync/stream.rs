@@ -21,7 +21,7 @@ use super::spool::SpoolWriter;
 use crate::cluster::retry::{Attempts, Backoff};
 use crate::cluster::{Cluster, ClusterError, codes};
 use crate::config::model::UpdateMode;
-use crate::namespace::{Namespace, NamespaceFilter};
+use crate::namespace::NamespaceFilter;
 use crate::state::{ClusterTime, ResumeToken, SpoolPosition};
 
 /// How often the reader makes the spool durable and reports its position when it only has a
@@ -128,17 +128,20 @@ pub fn current_token<T: serde::de::DeserializeOwned + Unpin + Send + Sync>(
 /// True when the event concerns a migrated namespace (rename counts on either side;
 /// database-level events count when the database may hold migrated collections).
 pub fn is_relevant(event: &RawDocument, filter: &NamespaceFilter) -> bool {
-    let ns_of = |field: &str| -> Option<(String, Option<String>)> {
-        let ns = event.get_document(field).ok()?;
-        let db = ns.get_str("db").ok()?.to_owned();
-        let coll = ns.get_str("coll").ok().map(str::to_owned);
-        Some((db, coll))
+    // Borrowed names: this runs for every event the source sends.
+    let matches = |field: &str| {
+        let Ok(ns) = event.get_document(field) else {
+            return false;
+        };
+        let Ok(db) = ns.get_str("db") else {
+            return false;
+        };
+        match ns.get_str("coll") {
+            Ok(coll) => filter.includes_names(db, coll),
+            Err(_) => filter.may_include_database(db),
+        }
     };
-    let matches = |(db, coll): (String, Option<String>)| match coll {
-        Some(coll) => filter.includes(&Namespace::new(db, coll)),
-        None => filter.may_include_database(&db),
-    };
-    ns_of("ns").is_some_and(matches) || ns_of("to").is_some_and(matches)
+    matches("ns") || matches("to")
 }
 
 /// How the reader reopens its stream after a transient failure.
@@ -260,5 +263,60 @@ pub async fn run_reader(
         if stopping {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::rawdoc;
+
+    use super::*;
+    use crate::namespace::NamespacePattern;
+
+    #[test]
+    fn relevance_follows_the_filter_on_either_side_of_a_rename_and_for_databases() {
+        let p = |s| NamespacePattern::parse(s).unwrap();
+        let filter = NamespaceFilter::new(vec![p("shop.*")], vec![p("shop.tmp_*")]);
+        let on = |ns: bson::RawDocumentBuf| rawdoc! { "operationType": "insert", "ns": ns };
+        assert!(is_relevant(
+            &on(rawdoc! { "db": "shop", "coll": "orders" }),
+            &filter
+        ));
+        assert!(!is_relevant(
+            &on(rawdoc! { "db": "shop", "coll": "tmp_1" }),
+            &filter
+        ));
+        assert!(!is_relevant(
+            &on(rawdoc! { "db": "other", "coll": "orders" }),
+            &filter
+        ));
+        assert!(!is_relevant(
+            &on(rawdoc! { "db": "shop", "coll": "system.views" }),
+            &filter
+        ));
+        // A database-level event (no `coll`) counts for a database that may hold migrated
+        // collections.
+        assert!(is_relevant(&on(rawdoc! { "db": "shop" }), &filter));
+        assert!(!is_relevant(&on(rawdoc! { "db": "other" }), &filter));
+        // A rename counts when either side is migrated.
+        let rename = |from: &str, to: &str| {
+            rawdoc! {
+                "operationType": "rename",
+                "ns": { "db": "shop", "coll": from },
+                "to": { "db": "shop", "coll": to },
+            }
+        };
+        assert!(is_relevant(&rename("tmp_1", "orders"), &filter));
+        assert!(is_relevant(&rename("orders", "tmp_1"), &filter));
+        assert!(!is_relevant(&rename("tmp_1", "tmp_2"), &filter));
+        // No readable namespace: nothing to match.
+        assert!(!is_relevant(
+            &rawdoc! { "operationType": "invalidate" },
+            &filter
+        ));
+        assert!(!is_relevant(
+            &on(rawdoc! { "db": 1, "coll": "orders" }),
+            &filter
+        ));
     }
 }
