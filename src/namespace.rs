@@ -268,7 +268,9 @@ fn glob_match(pattern: &str, text: &str) -> bool {
                 ti += tc.len_utf8();
             }
             _ => match star {
-                // The star takes one more character and the rest is tried again.
+                // The star takes one more character and the rest is tried again. `st` is an
+                // earlier `ti`, so it is a char boundary before `ti < text.len()`: there is a
+                // character to take.
                 Some((sp, st)) => {
                     let st = st + text[st..].chars().next().map_or(1, char::len_utf8);
                     pi = sp;
@@ -471,13 +473,19 @@ mod tests {
         assert!(p("a.*b*c").matches(&ns("a.xbybzc")));
         assert!(!p("a.*b*c").matches(&ns("a.xbybz")));
         assert!(p("a.**").matches(&ns("a.x")));
-        // A star is a wildcard even where the name has a `*` of its own.
+        // A star is a wildcard even where the name has a `*` of its own (these two failed
+        // when a pattern's star was first compared with the name's character).
         assert!(p("a.x*").matches(&ns("a.x*y")));
-        assert!(p("a.*").matches(&ns("a.*")));
-        // `?` is one character, not one byte.
+        assert!(p("a.*x").matches(&ns("a.*yx")));
+        let f = NamespaceFilter::new(vec![], vec![p("shop.tmp*")]);
+        assert!(!f.includes(&ns("shop.tmp*x")));
+        // `?` is one character, not one byte, and a star gives back whole characters.
         assert!(p("caf?.x").matches(&ns("café.x")));
         assert!(!p("caf??.x").matches(&ns("café.x")));
         assert!(p("*é.?").matches(&ns("café.ü")));
+        assert!(p("a.*ü").matches(&ns("a.éü")));
+        assert!(!p("a.*ü").matches(&ns("a.éé")));
+        assert!(p("a.*?x").matches(&ns("a.😀😀x")));
         assert!(NamespacePattern::parse("").is_err());
         assert!(NamespacePattern::parse(".x").is_err());
         assert!(NamespacePattern::parse("sh/op.x").is_err());

@@ -94,9 +94,11 @@ pub struct EndpointSpec {
 #[serde(deny_unknown_fields)]
 pub struct OptionsSpec {
     /// Namespaces to migrate, as globs on `database.collection` (`"shop.*"`, `"*.orders"`,
-    /// `"analytics.events"`); a name without a dot means a whole database. Empty: every user
-    /// namespace. System databases (`admin`, `local`, `config`) and `system.*` collections are
-    /// never migrated.
+    /// `"analytics.events"`); a name without a dot means a whole database. `*` matches any run
+    /// of characters (dots included, in the collection part), `?` one character; there is no
+    /// escape, so a `*` or `?` in a name is matched by a wildcard. Empty: every user namespace.
+    /// System databases (`admin`, `local`, `config`) and `system.*` collections are never
+    /// migrated.
     #[serde(default)]
     pub include: Vec<String>,
 

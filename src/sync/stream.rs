@@ -309,6 +309,18 @@ mod tests {
         assert!(is_relevant(&rename("tmp_1", "orders"), &filter));
         assert!(is_relevant(&rename("orders", "tmp_1"), &filter));
         assert!(!is_relevant(&rename("tmp_1", "tmp_2"), &filter));
+        // A `coll` that is not a string leaves the database to match.
+        assert!(is_relevant(
+            &on(rawdoc! { "db": "shop", "coll": 1 }),
+            &filter
+        ));
+        assert!(!is_relevant(
+            &on(rawdoc! { "db": "other", "coll": 1 }),
+            &filter
+        ));
+        // An unreadable `ns` leaves `to` to match.
+        let to_only = rawdoc! { "operationType": "rename", "ns": 1, "to": { "db": "shop", "coll": "orders" } };
+        assert!(is_relevant(&to_only, &filter));
         // No readable namespace: nothing to match.
         assert!(!is_relevant(
             &rawdoc! { "operationType": "invalidate" },
