@@ -268,8 +268,24 @@ fn an_expired_window_stops_with_exit_6_and_extend_reopens_it() {
     assert!(extend.stdout.contains("now ends at"), "{}", extend.stdout);
     assert_eq!(pair.state().cutover.extensions, vec![3600]);
     assert_eq!(pair.run(&["cutover"]).code, 0);
+    // Resumed by another version (as after an upgrade): it goes on, and says so.
+    let lockfile = std::fs::read_to_string(pair.lockfile()).unwrap();
+    let saved_by = format!("\"tool_version\": \"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(lockfile.contains(&saved_by), "{lockfile}");
+    std::fs::write(
+        pair.lockfile(),
+        lockfile.replace(&saved_by, "\"tool_version\": \"0.0.1-old\""),
+    )
+    .unwrap();
     let run = pair.run(&["apply"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("this migration was last saved by another mongoshift version")
+            && run.stderr.contains("0.0.1-old"),
+        "{}",
+        run.stderr
+    );
     assert_same_clusters(&pair.source, &pair.destination);
 }
 

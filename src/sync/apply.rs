@@ -235,6 +235,17 @@ pub async fn apply(
             }
             _ => {}
         }
+        // Said, not refused: a fix often comes as an upgrade in the middle of a migration,
+        // but which namespaces match and how changes apply may differ between versions.
+        let running = crate::plan::file::TOOL_VERSION;
+        if !state.tool_version.is_empty() && state.tool_version != running {
+            tracing::warn!(
+                saved_by = %state.tool_version,
+                running,
+                "this migration was last saved by another mongoshift version; it resumes, but \
+                 namespace matching and change handling may differ between the two"
+            );
+        }
     }
 
     let source = Cluster::connect(Side::Source, &config.source).await?;
