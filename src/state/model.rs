@@ -1,6 +1,8 @@
 //! The content of `migration.lock`: everything a killed `apply` needs to resume, and everything
 //! `status` shows. Never a secret: clusters are identified by redacted connection strings.
 
+use std::collections::HashSet;
+
 use bson::{Bson, Document, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -369,14 +371,41 @@ pub struct PendingDocument {
 }
 
 impl PendingDocument {
-    /// Adds `document` to `pending` unless that document (namespace and `_id`) is there.
-    pub fn add_to(pending: &mut Vec<PendingDocument>, document: PendingDocument) {
-        if !pending
-            .iter()
-            .any(|p| p.namespace == document.namespace && p.id == document.id)
-        {
-            pending.push(document);
+    /// Adds each of `documents` to `pending` unless that document (namespace and `_id`) is
+    /// there, in one pass: the list is rebuilt after every retry round, so a scan of it per
+    /// document would be quadratic in the documents waiting.
+    ///
+    /// Documents are the same when their namespace and the BSON bytes of their `_id` are (so
+    /// `0.0` and `-0.0`, one `_id` to the server, are two entries; each is written again from
+    /// the source's current version, which is harmless).
+    pub fn merge(
+        pending: &mut Vec<PendingDocument>,
+        documents: impl IntoIterator<Item = PendingDocument>,
+    ) {
+        let mut seen: HashSet<Vec<u8>> = pending.iter().filter_map(Self::key).collect();
+        for document in documents {
+            let new = match document.key() {
+                Some(key) => seen.insert(key),
+                // An `_id` that does not encode (only from a hand-edited lockfile): compared
+                // one by one.
+                None => !pending
+                    .iter()
+                    .any(|p| p.namespace == document.namespace && p.id == document.id),
+            };
+            if new {
+                pending.push(document);
+            }
         }
+    }
+
+    /// The namespace and the `_id`'s BSON bytes (`db.coll` is unambiguous: a database name
+    /// has no dot).
+    fn key(&self) -> Option<Vec<u8>> {
+        let id = bson::RawDocumentBuf::try_from(&self.id.0).ok()?;
+        let mut key = self.namespace.to_string().into_bytes();
+        key.push(0);
+        key.extend_from_slice(id.as_bytes());
+        Some(key)
     }
 }
 

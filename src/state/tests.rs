@@ -1,5 +1,7 @@
 //! Lockfile round trips and refusals.
 
+use bson::Bson;
+
 use super::lockfile::{backup_path, load, save};
 use super::*;
 use crate::namespace::Namespace;
@@ -212,4 +214,51 @@ fn namespaces_a_ddl_event_may_have_created_are_owned_until_recorded() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains("ddl_targets"), "{text}");
     assert!(load(&path).unwrap().unwrap().sync.ddl_targets.is_empty());
+}
+
+#[test]
+fn pending_documents_merge_once_per_namespace_and_id() {
+    let doc = |ns: &str, id: Bson, reason: &str| PendingDocument {
+        namespace: Namespace::parse(ns).unwrap(),
+        source: Namespace::parse("src.c").unwrap(),
+        id: IdBound::new(id),
+        reason: reason.to_owned(),
+    };
+    let mut pending = vec![doc("a.c", Bson::Int32(1), "first")];
+    PendingDocument::merge(
+        &mut pending,
+        [
+            // Already there: the first entry and its reason stay.
+            doc("a.c", Bson::Int32(1), "again"),
+            // Another namespace, another type of the same number, another value: all new.
+            doc("a.d", Bson::Int32(1), "x"),
+            doc("a.c", Bson::Int64(1), "x"),
+            doc("a.c", Bson::String("1".into()), "x"),
+            // Twice in one merge: once.
+            doc("a.c", Bson::Int32(2), "x"),
+            doc("a.c", Bson::Int32(2), "y"),
+        ],
+    );
+    let got: Vec<(String, String, &str)> = pending
+        .iter()
+        .map(|p| (p.namespace.to_string(), p.id.to_string(), p.reason.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a.c".to_owned(), "1".to_owned(), "first"),
+            ("a.d".to_owned(), "1".to_owned(), "x"),
+            ("a.c".to_owned(), "1".to_owned(), "x"),
+            ("a.c".to_owned(), "\"1\"".to_owned(), "x"),
+            ("a.c".to_owned(), "2".to_owned(), "x"),
+        ]
+    );
+
+    // Tens of thousands waiting, merged again after a retry round: one pass, not a scan each.
+    let many: Vec<PendingDocument> = (0..20_000)
+        .map(|i| doc("a.c", Bson::Int64(i), "x"))
+        .collect();
+    let mut pending = many.clone();
+    PendingDocument::merge(&mut pending, many);
+    assert_eq!(pending.len(), 20_000);
 }

@@ -344,9 +344,7 @@ async fn apply_documents(
             .collect()
             .await;
     for r in results {
-        for p in r? {
-            PendingDocument::add_to(pending, p);
-        }
+        PendingDocument::merge(pending, r?);
     }
     Ok(())
 }

@@ -371,16 +371,15 @@ impl<'c> Engine<'c> {
                     }
                 }
                 // Saved with the watermark that passes them: the applier writes them later.
-                let pending = &mut self.state.sync.pending;
-                for d in deferred {
+                for d in &deferred {
                     tracing::info!(
                         namespace = %d.namespace,
                         id = %d.id,
                         reason = %d.reason,
                         "a unique index refused a copied document; it is written once the document holding its key has changed"
                     );
-                    PendingDocument::add_to(pending, d);
                 }
+                PendingDocument::merge(&mut self.state.sync.pending, deferred);
             }
             CopyUpdate::Restarted {
                 destination,
