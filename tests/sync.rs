@@ -45,27 +45,46 @@ fn seed(server: &TestServerHandle) {
     });
 }
 
-/// Like [`output`] (which reads the output while the process runs, so a verbose run cannot
-/// block on a full pipe), but kills the process and fails the test, showing its output, when
-/// it runs longer than `limit`.
+/// Like [`output`] (the output is read while the process runs, so a verbose run cannot block
+/// on a full pipe), but kills the process and fails the test, showing its output, when it runs
+/// longer than `limit`. The kill goes through the `Child`, which is not reaped before it, so it
+/// can never reach another process that reused the pid.
 fn output_within(
-    child: Child,
+    mut child: Child,
     limit: Duration,
     lockfile_dump: impl Fn() -> String,
 ) -> (i32, String, String) {
-    let pid = child.id().to_string();
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(output(child)));
-    match finished.recv_timeout(limit) {
-        Ok(result) => result,
-        Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
-            let (_, stdout, stderr) = finished.recv().expect("the killed process's output");
-            panic!(
-                "apply did not finish within {limit:?}\n{stdout}\n{stderr}\n{}",
-                lockfile_dump()
-            );
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the process can be waited for") {
+            break Some(status);
         }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().expect("stdout was read");
+    let stderr = stderr.join().expect("stderr was read");
+    match status {
+        Some(status) => (status.code().unwrap_or(-1), stdout, stderr),
+        None => panic!(
+            "apply did not finish within {limit:?}\n{stdout}\n{stderr}\n{}",
+            lockfile_dump()
+        ),
     }
 }
 
