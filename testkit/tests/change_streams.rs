@@ -625,11 +625,7 @@ async fn a_stream_far_behind_catches_up_in_order() {
 
 #[tokio::test]
 async fn the_high_water_mark_advances_while_idle() {
-    let server = TestServer::builder()
-        .noop_interval(Duration::from_millis(50))
-        .start()
-        .await
-        .unwrap();
+    let server = common::start_with_noop_interval(Duration::from_millis(50)).await;
     let client = common::client(&server).await;
     let db = client.database("db");
     let reply = open_raw_stream(&db).await;

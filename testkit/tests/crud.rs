@@ -8,7 +8,6 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc, oid::ObjectId, rawdoc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{FindOptions, Hint, InsertManyOptions};
-use mongoshift_testkit::TestServer;
 
 async fn count(coll: &mongodb::Collection<Document>) -> usize {
     let docs: Vec<Document> = coll
@@ -534,11 +533,7 @@ async fn oplog_window_is_readable_from_local_oplog_rs() {
 #[tokio::test]
 async fn oplog_scans_cross_chunks_in_both_directions() {
     // No periodic no-op entry between the counts compared below.
-    let server = TestServer::builder()
-        .noop_interval(Duration::from_secs(3_600))
-        .start()
-        .await
-        .unwrap();
+    let server = common::start_with_noop_interval(Duration::from_secs(3_600)).await;
     let client = common::client(&server).await;
     let coll = client.database("db").collection::<Document>("big");
     coll.insert_many((0..2_500).map(|i| doc! {"_id": i}))

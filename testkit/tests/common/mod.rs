@@ -16,6 +16,16 @@ pub async fn start() -> TestServerHandle {
         .expect("the test server starts")
 }
 
+/// Starts a replica-set server whose periodic no-op oplog entry comes every `interval`: short
+/// to see the high-water mark move while idle, long to keep counts of the oplog still.
+pub async fn start_with_noop_interval(interval: std::time::Duration) -> TestServerHandle {
+    TestServer::builder()
+        .noop_interval(interval)
+        .start()
+        .await
+        .expect("the test server starts")
+}
+
 /// A driver client for `server`, with a short server-selection timeout so that a broken
 /// handshake fails the test quickly instead of hanging for 30 s.
 pub async fn client(server: &TestServerHandle) -> Client {
