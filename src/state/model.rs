@@ -231,6 +231,25 @@ impl IdBound {
     pub fn id(&self) -> Option<&Bson> {
         self.0.get("_id")
     }
+
+    /// The `_id` as [`id_key`] bytes.
+    pub fn key(&self) -> Vec<u8> {
+        self.id().map_or_else(Vec::new, id_key)
+    }
+}
+
+/// An `_id`'s identity as bytes, for sets and maps (`Bson` has no `Hash`): the BSON of
+/// `{_id: value}`, so values of different types differ; an `_id` that does not encode (not
+/// one a server sends) falls back to its debug text.
+pub fn id_key(id: &Bson) -> Vec<u8> {
+    let mut d = bson::RawDocumentBuf::new();
+    match bson::RawBson::try_from(id.clone()) {
+        Ok(raw) => {
+            d.append(bson::cstr!("_id"), raw);
+            d.into_bytes()
+        }
+        Err(_) => format!("{id:?}").into_bytes(),
+    }
 }
 
 /// The `_id` value in relaxed Extended JSON, for messages.
@@ -382,30 +401,17 @@ impl PendingDocument {
         pending: &mut Vec<PendingDocument>,
         documents: impl IntoIterator<Item = PendingDocument>,
     ) {
-        let mut seen: HashSet<Vec<u8>> = pending.iter().filter_map(Self::key).collect();
+        let mut documents = documents.into_iter().peekable();
+        if documents.peek().is_none() {
+            return;
+        }
+        let key = |d: &PendingDocument| (d.namespace.clone(), d.id.key());
+        let mut seen: HashSet<(Namespace, Vec<u8>)> = pending.iter().map(key).collect();
         for document in documents {
-            let new = match document.key() {
-                Some(key) => seen.insert(key),
-                // An `_id` that does not encode (only from a hand-edited lockfile): compared
-                // one by one.
-                None => !pending
-                    .iter()
-                    .any(|p| p.namespace == document.namespace && p.id == document.id),
-            };
-            if new {
+            if seen.insert(key(&document)) {
                 pending.push(document);
             }
         }
-    }
-
-    /// The namespace and the `_id`'s BSON bytes (`db.coll` is unambiguous: a database name
-    /// has no dot).
-    fn key(&self) -> Option<Vec<u8>> {
-        let id = bson::RawDocumentBuf::try_from(&self.id.0).ok()?;
-        let mut key = self.namespace.to_string().into_bytes();
-        key.push(0);
-        key.extend_from_slice(id.as_bytes());
-        Some(key)
     }
 }
 

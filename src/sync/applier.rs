@@ -30,6 +30,7 @@ use crate::cluster::retry::{Backoff, retry};
 use crate::cluster::{Cluster, ClusterError, Reply, codes};
 use crate::config::model::{DdlPolicy, UpdateMode};
 use crate::namespace::{Namespace, NamespaceFilter, NamespaceMapping};
+use crate::state::model::id_key;
 use crate::state::{ChangeCounts, ClusterTime, IdBound, PendingDocument, SpoolPosition};
 
 /// At most this many events per batch.
@@ -343,9 +344,8 @@ async fn apply_documents(
             .buffer_unordered(NAMESPACE_CONCURRENCY)
             .collect()
             .await;
-    for r in results {
-        PendingDocument::merge(pending, r?);
-    }
+    let refused = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    PendingDocument::merge(pending, refused.into_iter().flatten());
     Ok(())
 }
 
@@ -370,17 +370,6 @@ fn collapse(ops: Vec<DestinationOp>) -> Vec<DestinationOp> {
         out.push(Some(op));
     }
     out.into_iter().flatten().collect()
-}
-
-fn id_key(id: &Bson) -> Vec<u8> {
-    let mut d = RawDocumentBuf::new();
-    match bson::RawBson::try_from(id.clone()) {
-        Ok(raw) => {
-            d.append(bson::cstr!("_id"), raw);
-            d.into_bytes()
-        }
-        Err(_) => format!("{id:?}").into_bytes(),
-    }
 }
 
 async fn apply_namespace(
