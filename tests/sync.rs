@@ -805,7 +805,7 @@ fn a_unique_conflict_in_the_copy_is_resolved_by_change_application() {
 #[test]
 fn a_conflict_only_the_destination_has_calls_the_cutover_off() {
     let pair = Pair::new();
-    let apply = ready_with_users(&pair, &blocking("2s"));
+    let mut apply = ready_with_users(&pair, &blocking("2s"));
     block_on(async {
         client(&pair.destination)
             .await
@@ -824,14 +824,12 @@ fn a_conflict_only_the_destination_has_calls_the_cutover_off() {
     // approval file's place: the call-off must say that it could not withdraw the approval.
     // (The conflict is called off only after several seconds of retries.)
     let approval_file = pair.path().join("cutover.approved");
-    let recorded = Instant::now();
-    while pair.state().cutover.approval.is_none() {
-        assert!(
-            recorded.elapsed() < Duration::from_secs(30),
-            "the approval was not recorded"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    pair.wait_for_state(
+        &mut apply,
+        "the approval recorded",
+        Duration::from_secs(30),
+        |s| s.cutover.approval.is_some(),
+    );
     std::fs::remove_file(&approval_file).unwrap();
     std::fs::create_dir(&approval_file).unwrap();
     let (code, stdout, stderr) = output_within(apply, Duration::from_secs(60), || {
