@@ -563,7 +563,7 @@ async fn oplog_scans_cross_chunks_in_both_directions() {
     assert_eq!(ids(doc! {}, Some(1), 0, 0).await, all_ids);
     assert_eq!(ids(doc! {}, Some(-1), 0, 0).await, backwards);
     assert_eq!(ids(doc! {}, Some(-1), 0, 3).await, [2_499, 2_498, 2_497]);
-    // Across a chunk boundary, from either end.
+    // Across a chunk boundary (the view reads 1,024 entries at a time), from either end.
     assert_eq!(
         ids(doc! {}, Some(-1), 1_020, 10).await,
         backwards[1_020..1_030]

@@ -203,6 +203,8 @@ pub fn find(
     // Read in chunks from the wanted end, not a copy of the whole oplog: `plan` and `apply`
     // read its first and last entries, of an oplog of millions. Entries written after the scan
     // began are left out, so that a scan ends however fast writes come.
+    // `oplog_scans_cross_chunks_in_both_directions` (tests/crud.rs) reads across the first
+    // boundary at this size: change them together.
     const CHUNK: usize = 1024;
     let through = engine.oplog.cluster_time();
     let mut out = Vec::new();
