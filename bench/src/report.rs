@@ -221,7 +221,7 @@ impl Results {
         median(
             self.rounds
                 .iter()
-                .map(|r| per_million(r.copy.cpu_secs, r.copy.rate.documents)),
+                .map(|r| r.cpu_by_process().copy_mongoshift),
         )
     }
 
