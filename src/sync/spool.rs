@@ -74,6 +74,8 @@ pub struct SpoolWriter {
     file: BufWriter<File>,
     offset: u64,
     max_segment_bytes: u64,
+    /// The position the last checkpoint (or the opening) made durable.
+    durable: SpoolPosition,
 }
 
 impl SpoolWriter {
@@ -112,6 +114,8 @@ impl SpoolWriter {
             file: BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
             offset,
             max_segment_bytes,
+            // What is before the opening position was made durable by an earlier run.
+            durable: SpoolPosition { segment, offset },
         })
     }
 
@@ -145,12 +149,17 @@ impl SpoolWriter {
     /// handle to the same file), so that a slow disk holds up the caller and not the runtime
     /// worker it runs on. (Closing a segment, once per 64 MiB, still syncs in place.)
     pub async fn checkpoint(&mut self) -> std::io::Result<SpoolPosition> {
+        // Nothing appended since (the reader checkpoints when only the resume token moved).
+        if self.position() == self.durable {
+            return Ok(self.durable);
+        }
         self.file.flush()?;
         let file = self.file.get_ref().try_clone()?;
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(std::io::Error::other)??;
-        Ok(self.position())
+        self.durable = self.position();
+        Ok(self.durable)
     }
 
     /// The position after the last appended event.
